@@ -1,0 +1,137 @@
+"""Make Theano 1.0.5 and Lasagne (PyPI 0.1 or GitHub master) work on today's Python.
+
+Import this module before anything imports Theano or Lasagne (``models.py``,
+``train_nn.py`` and ``test_model.py`` do). It
+
+1. configures Theano through ``THEANO_FLAGS`` *before* ``import theano``:
+   ``floatX=float32`` and a BLAS library to link against, unless the user's
+   ``THEANO_FLAGS`` or ``.theanorc`` already set them. Theano's own BLAS probe
+   reads ``numpy.distutils.__config__.blas_opt_info``, which numpy 1.23 no
+   longer has, so without an explicit ``blas.ldflags`` it crashes;
+2. raises Python's recursion limit, because ``theano.grad`` recurses once per
+   layer and PreResNet-110/164 go deeper than the default 1000 (the old
+   repository set 10000 for the same reason);
+3. gives Lasagne 0.1 the module ``theano.tensor.signal.downsample`` it imports
+   (Theano 1.0 renamed it ``pool``). Lasagne master never imports that name, so
+   the shim is inert there.
+
+Nothing else: the layers Lasagne 0.1 lacks live in ``layers.py``.
+"""
+import configparser
+import ctypes.util
+import glob
+import importlib.util
+import logging
+import os
+import sys
+import types
+import warnings
+
+RECURSION_LIMIT = 10000
+
+
+def _user_theano_keys():
+    """Config keys the user already set, in ``THEANO_FLAGS`` or a ``.theanorc``.
+
+    Keys are normalised to Theano's dotted form (``blas.ldflags``, ``floatX``).
+    """
+    keys = set()
+    for item in os.environ.get("THEANO_FLAGS", "").split(","):
+        if "=" in item:
+            keys.add(item.split("=", 1)[0].strip().replace("__", "."))
+    default_rc = os.pathsep.join(
+        os.path.expanduser(p) for p in ("~/.theanorc", "~/.theanorc.txt"))
+    for path in os.environ.get("THEANORC", default_rc).split(os.pathsep):
+        if not os.path.isfile(path):
+            continue
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue  # Theano itself will complain about a broken file
+        for section in parser.sections():
+            for key in parser[section]:
+                keys.add(key if section == "global" else section + "." + key)
+    # configparser lower-cases keys; Theano's are case-sensitive but unique.
+    return {k.lower() for k in keys}
+
+
+def find_blas_ldflags():
+    """Linker flags for an OpenBLAS Theano can use, or None.
+
+    A system ``libopenblas`` (Debian's ``libopenblas-dev``) is preferred; else
+    the copy scipy's wheel bundles in ``site-packages/scipy.libs``, which
+    exports the standard Fortran symbols (``sgemm_``) Theano calls. Theano adds
+    ``-Wl,-rpath`` for every ``-L`` directory itself.
+    """
+    if ctypes.util.find_library("openblas"):
+        return "-lopenblas"
+    spec = importlib.util.find_spec("scipy")
+    if spec is None or not spec.origin:
+        return None
+    libs_dir = os.path.join(os.path.dirname(os.path.dirname(spec.origin)),
+                            "scipy.libs")
+    candidates = sorted(glob.glob(os.path.join(libs_dir, "libopenblas*.so*")))
+    if not candidates:
+        return None
+    return "-L%s -l:%s" % (libs_dir, os.path.basename(candidates[0]))
+
+
+def configure_theano():
+    """Write this project's Theano defaults into ``THEANO_FLAGS``.
+
+    Does nothing once Theano is imported (its configuration is then fixed).
+    """
+    if "theano" in sys.modules:
+        return
+    user_keys = _user_theano_keys()
+    ours = []
+    if "floatx" not in user_keys:
+        ours.append("floatX=float32")
+    if "blas.ldflags" not in user_keys:
+        ldflags = find_blas_ldflags()
+        if ldflags is None:
+            warnings.warn("no OpenBLAS found (neither a system libopenblas nor "
+                          "scipy's bundled copy): Theano will run without BLAS, "
+                          "much slower. Install libopenblas-dev to fix.")
+            ldflags = ""
+        ours.append("blas.ldflags=" + ldflags)
+    if ours:
+        existing = os.environ.get("THEANO_FLAGS", "").strip(",")
+        os.environ["THEANO_FLAGS"] = ",".join(([existing] if existing else []) + ours)
+
+
+def _shim_lasagne_01():
+    """Provide ``theano.tensor.signal.downsample.max_pool_2d`` for Lasagne 0.1."""
+    import theano.tensor.signal
+    from theano.tensor.signal import pool
+    if hasattr(theano.tensor.signal, "downsample"):
+        return
+    module = types.ModuleType("theano.tensor.signal.downsample")
+
+    def max_pool_2d(input, ds, ignore_border=None, st=None, padding=(0, 0),
+                    mode="max"):
+        return pool.pool_2d(input, ws=ds, ignore_border=ignore_border,
+                            stride=st, pad=padding, mode=mode)
+
+    module.max_pool_2d = max_pool_2d
+    sys.modules[module.__name__] = module
+    theano.tensor.signal.downsample = module
+
+
+def _drop_blas_library_warning(record):
+    """Theano warns that ``-l:libopenblasp-....so`` (scipy's copy, named by
+    file) is "not a dynamic library": its check only understands ``-lname``.
+    The library links and runs fine, so the warning would only mislead."""
+    return "did not find a dynamic library" not in record.getMessage()
+
+
+configure_theano()
+logging.getLogger("theano.tensor.blas").addFilter(_drop_blas_library_warning)
+sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
+with warnings.catch_warnings():
+    # Theano 1.0.5 on Python 3.11 warns about its own deprecated imports.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import theano  # noqa: E402
+_shim_lasagne_01()
+import lasagne  # noqa: E402,F401

@@ -179,7 +179,8 @@ def residual_unit(incoming, filters, stride, unit, spec, preactivated=False,
     return ElemwiseSumLayer([branch, shortcut], name=name + ".sum")
 
 
-def _check_arguments(variant, depth, width, num_classes, dropout, arch):
+def check_arguments(variant, depth, width=1, num_classes=10, dropout=0.0, arch="paper"):
+    """Raise ValueError, with what is wrong, for a network that cannot be built."""
     if variant not in FAMILIES:
         raise ValueError("unknown network type %r: choose one of %s"
                          % (variant, ", ".join(FAMILIES)))
@@ -240,7 +241,7 @@ def build_model(variant, depth, width=1, num_classes=10, dropout=0.0,
         network, fewer than 2 classes, or dropout outside [0, 1) or on a
         non-wide network.
     """
-    _check_arguments(variant, depth, width, num_classes, dropout, arch)
+    check_arguments(variant, depth, width, num_classes, dropout, arch)
     spec = ARCHITECTURES[arch]
     family = FAMILIES[variant]
 
@@ -268,7 +269,7 @@ def network_name(variant, depth, width=1, arch="paper", num_classes=10):
 
     CIFAR-100 networks get a ``-cifar100`` suffix.
     """
-    _check_arguments(variant, depth, width, num_classes, 0.0, arch)
+    check_arguments(variant, depth, width, num_classes, 0.0, arch)
     layers = FAMILIES[variant]["depth"](depth)
     if variant == "wide":
         name = ("wrn%d-%d" % (layers, width) if arch == "paper"

@@ -1,0 +1,629 @@
+"""Data and files: CIFAR loading and checking, download, normalisation,
+augmentation, weights files and run records.
+
+The dataset is held as one uint8 array per split, shape (N, 3, 32, 32)
+(the cifar10-airbench way); normalisation and augmentation are whole-batch
+array operations. Nothing read from a file ever runs code: pickles go through
+a restricted unpickler and ``.npz`` files are read with ``allow_pickle=False``.
+
+Every problem a user can cause (missing, corrupt or wrong files, no network)
+raises ``UserError`` with a one-line message that says what to do; the
+command-line programs print it and exit non-zero.
+"""
+import csv
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA_DIR = os.path.join(PROJECT_DIR, "data")
+WEIGHTS_DIR = os.path.join(DEFAULT_DATA_DIR, "weights")
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says how. Printed as one line."""
+
+
+# =============================================================================
+# Datasets
+
+DATASETS = {
+    # https://www.cs.toronto.edu/~kriz/cifar.html; per-file md5s as published
+    # with torchvision's CIFAR loaders.
+    "cifar10": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "archive_md5": "c58f30108f718f92721af3b95e74349a",
+        "folder": "cifar-10-batches-py",
+        "train_files": ["data_batch_%d" % i for i in range(1, 6)],
+        "test_files": ["test_batch"],
+        "images_per_file": 10000,
+        "meta_file": "batches.meta",
+        "label_key": "labels",
+        "names_key": "label_names",
+        "num_classes": 10,
+        "file_md5": {
+            "data_batch_1": "c99cafc152244af753f735de768cd75f",
+            "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+            "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+            "data_batch_4": "634d18415352ddfa80567beed471001a",
+            "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+            "test_batch": "40351d587109b95175f43aff81a1287e",
+            "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+        },
+    },
+    "cifar100": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "archive_md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "folder": "cifar-100-python",
+        "train_files": ["train"],
+        "test_files": ["test"],
+        "images_per_file": None,  # one file of 50,000 and one of 10,000
+        "meta_file": "meta",
+        "label_key": "fine_labels",
+        "names_key": "fine_label_names",
+        "num_classes": 100,
+        "file_md5": {
+            "train": "16019d7e3df5f24257cddd939b257f8d",
+            "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+            "meta": "7973b15100ade9c7d40fb424638fde48",
+        },
+    },
+}
+IMAGE_SHAPE = (3, 32, 32)
+
+
+# =============================================================================
+# Safe unpickling: plain containers and numpy arrays only
+
+# The globals a CIFAR batch or the old repository's weight list needs, under
+# the module names numpy 1.x and 2.x pickle them with. Anything else (os.system,
+# builtins.eval, ...) is refused before it can be called.
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): np.core.numeric._frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): np.core.numeric._frombuffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): __import__("codecs").encode,  # Python 3 bytes at protocol 2
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                "it refers to %s.%s, which a data file never needs" % (module, name))
+
+
+def safe_unpickle(data, path):
+    """Unpickle ``data`` (bytes) read from ``path`` without running its code.
+
+    Python 2 strings are decoded as latin-1 (how numpy's own Python 2 pickles
+    must be read). Raises UserError naming ``path`` for anything that is not a
+    plain container of numbers, strings and numpy arrays, or is truncated.
+    """
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise UserError("%s: refused to unpickle (%s); it is not a CIFAR or "
+                        "weights file, or it was tampered with" % (path, error))
+    except (EOFError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError, UnicodeDecodeError, MemoryError) as error:
+        raise UserError("%s: unreadable or truncated pickle (%s: %s); download "
+                        "or rebuild it" % (path, type(error).__name__, error))
+
+
+def _plain_keys(obj):
+    """Python 2 pickles may carry bytes keys; make every key a str."""
+    if isinstance(obj, dict):
+        return {(k.decode("latin1") if isinstance(k, bytes) else k): v
+                for k, v in obj.items()}
+    return obj
+
+
+# =============================================================================
+# Loading and checking
+
+
+def _read_batch(path, spec):
+    """Read one CIFAR batch file: (images uint8 (N, 3, 32, 32), labels int32)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as error:
+        raise UserError("%s: cannot read (%s)" % (path, error.strerror))
+    batch = _plain_keys(safe_unpickle(raw, path))
+    key = spec["label_key"]
+    if not isinstance(batch, dict) or "data" not in batch or key not in batch:
+        raise UserError("%s: not a CIFAR batch (expected a dict with 'data' and %r)"
+                        % (path, key))
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        raise UserError("%s: 'data' must be a uint8 array, found %s"
+                        % (path, getattr(data, "dtype", type(data).__name__)))
+    if data.ndim != 2 or data.shape[1] != int(np.prod(IMAGE_SHAPE)):
+        raise UserError("%s: 'data' must have shape (N, 3072), found %s"
+                        % (path, data.shape))
+    try:
+        labels = np.asarray(batch[key])
+        valid_type = labels.ndim == 1 and (labels.size == 0 or
+                                           np.issubdtype(labels.dtype, np.integer))
+    except (TypeError, ValueError):
+        valid_type = False
+    if not valid_type:
+        raise UserError("%s: %r must be a list of integers" % (path, key))
+    if len(labels) != len(data):
+        raise UserError("%s: %d images but %d labels" % (path, len(data), len(labels)))
+    if len(labels) and (labels.min() < 0 or labels.max() >= spec["num_classes"]):
+        raise UserError("%s: labels must lie in 0..%d, found %d..%d"
+                        % (path, spec["num_classes"] - 1, labels.min(), labels.max()))
+    return data.reshape((-1,) + IMAGE_SHAPE), labels.astype(np.int32)
+
+
+def _md5(path, chunk=1 << 20):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_dataset(name="cifar10", data_dir=None, download=True, log=print):
+    """Load CIFAR-10 or CIFAR-100 from ``data_dir``, downloading it if missing.
+
+    Parameters
+    ----------
+    name : {'cifar10', 'cifar100'}
+    data_dir : str or None
+        The folder holding ``cifar-10-batches-py/`` (or ``cifar-100-python/``),
+        or the archive to extract; the project's ``data/`` by default.
+    download : bool
+        Fetch the official archive when neither is there.
+    log : callable
+        Where progress and warnings go.
+
+    Returns
+    -------
+    dict
+        ``train_x``, ``test_x`` (uint8, N x 3 x 32 x 32), ``train_y``,
+        ``test_y`` (int32), ``label_names`` and ``folder``.
+    """
+    spec = DATASETS[name]
+    data_dir = os.path.abspath(data_dir or DEFAULT_DATA_DIR)
+    folder = os.path.join(data_dir, spec["folder"])
+    if not os.path.isdir(folder):
+        if not download:
+            raise UserError("%s not found: put the extracted %s/ there"
+                            % (folder, spec["folder"]))
+        fetch_dataset(name, data_dir, log=log)
+    missing = [f for f in spec["train_files"] + spec["test_files"]
+               if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise UserError("%s: missing %s; delete the folder to download it again, or "
+                        "copy the complete official files there"
+                        % (folder, ", ".join(missing)))
+    _warn_unofficial_files(folder, spec, log)
+
+    splits = {}
+    for split in ("train", "test"):
+        parts = [_read_batch(os.path.join(folder, f), spec)
+                 for f in spec[split + "_files"]]
+        for file_name, (x, _) in zip(spec[split + "_files"], parts):
+            expected = spec["images_per_file"] or (50000 if split == "train" else 10000)
+            if len(x) != expected:
+                log("warning: %s holds %d images; the official file holds %d"
+                    % (os.path.join(folder, file_name), len(x), expected))
+        splits[split + "_x"] = np.concatenate([x for x, _ in parts])
+        splits[split + "_y"] = np.concatenate([y for _, y in parts])
+    splits["label_names"] = _label_names(folder, spec)
+    splits["folder"] = folder
+    return splits
+
+
+def _label_names(folder, spec):
+    path = os.path.join(folder, spec["meta_file"])
+    fallback = ["class %d" % i for i in range(spec["num_classes"])]
+    if not os.path.isfile(path):
+        return fallback
+    with open(path, "rb") as f:
+        meta = _plain_keys(safe_unpickle(f.read(), path))
+    names = meta.get(spec["names_key"]) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) != spec["num_classes"]:
+        return fallback
+    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _warn_unofficial_files(folder, spec, log):
+    """An md5 mismatch is worth a warning, not a refusal: a rebuilt copy (such
+    as ../shared/data's JPEG round trip) differs from the official bytes but is
+    a legitimate dataset; _read_batch still checks its structure."""
+    differing = [f for f, digest in spec["file_md5"].items()
+                 if os.path.isfile(os.path.join(folder, f))
+                 and _md5(os.path.join(folder, f)) != digest]
+    if differing:
+        log("warning: %d file(s) in %s differ from the official release (md5): %s; "
+            "numbers measured on them are not the official test set's"
+            % (len(differing), folder, ", ".join(differing)))
+
+
+# =============================================================================
+# Download
+
+
+def fetch_dataset(name, data_dir, url=None, log=print):
+    """Download (unless the archive is already in ``data_dir``), check its md5
+    and extract it. Extraction goes to a temporary folder that is renamed into
+    place at the end, so an interrupted run never leaves a half-written folder.
+    """
+    spec = DATASETS[name]
+    url = url or spec["url"]
+    os.makedirs(data_dir, exist_ok=True)
+    archive = os.path.join(data_dir, os.path.basename(spec["url"]))
+    if not os.path.isfile(archive):
+        _download(url, archive, spec, data_dir, log)
+    if _md5(archive) != spec["archive_md5"]:
+        raise UserError("%s: md5 %s is not the official %s; delete it and run again "
+                        "to download it afresh" % (archive, _md5(archive), spec["archive_md5"]))
+    staging = tempfile.mkdtemp(prefix=".extract-", dir=data_dir)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                target = os.path.realpath(os.path.join(staging, member.name))
+                if not (member.isfile() or member.isdir()) or \
+                        not target.startswith(os.path.realpath(staging) + os.sep):
+                    raise UserError("%s: unexpected member %r; not the official archive"
+                                    % (archive, member.name))
+            tar.extractall(staging)
+        extracted = os.path.join(staging, spec["folder"])
+        if not os.path.isdir(extracted):
+            raise UserError("%s holds no %s/ folder; not the official archive"
+                            % (archive, spec["folder"]))
+        os.rename(extracted, os.path.join(data_dir, spec["folder"]))
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise UserError("%s: cannot extract (%s); delete it and run again"
+                        % (archive, error))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log("extracted %s into %s" % (os.path.basename(archive), data_dir))
+
+
+def _download(url, archive, spec, data_dir, log):
+    partial = archive + ".part"
+    log("downloading %s" % url)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, \
+                open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done, shown = 0, 0.0
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                done += len(block)
+                if time.time() - shown > 0.5 or done == total:
+                    shown = time.time()
+                    sys.stderr.write("\r  %.1f / %s MB%s" % (
+                        done / 1e6, "%.1f" % (total / 1e6) if total else "?",
+                        " (%d%%)" % (100 * done // total) if total else ""))
+                    sys.stderr.flush()
+        sys.stderr.write("\n")
+        os.replace(partial, archive)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        if os.path.exists(partial):
+            os.remove(partial)
+        reason = getattr(error, "reason", error)
+        raise UserError("cannot download %s (%s): put %s or its extracted folder %s/ "
+                        "into %s, or pass --data-dir"
+                        % (url, reason, os.path.basename(archive), spec["folder"],
+                           data_dir))
+
+
+# =============================================================================
+# Normalisation (part of the recipe; the statistics travel with the weights)
+
+
+def normalisation_stats(kind, images):
+    """Statistics of the training images actually used.
+
+    Parameters
+    ----------
+    kind : {'channel_mean_std', 'pixel_mean'}
+        ``channel_mean_std``: per-channel mean and standard deviation, as the
+        authors' Torch code normalises (fb.resnet.torch hard-codes them for the
+        full CIFAR-10 training set: mean 125.3, 123.0, 113.9 and std 63.0,
+        62.1, 66.7 on 0-255 pixels). ``pixel_mean``: the mean image, subtracted
+        with no scaling (the old repository).
+    images : uint8 array (N, 3, 32, 32)
+
+    Returns
+    -------
+    dict
+        ``kind``, ``mean`` and ``std`` (float32 arrays broadcasting against a
+        (batch, 3, 32, 32) batch).
+    """
+    x = images.astype(np.float64)
+    if kind == "channel_mean_std":
+        mean = x.mean(axis=(0, 2, 3)).reshape(3, 1, 1)
+        std = x.std(axis=(0, 2, 3)).reshape(3, 1, 1)
+    elif kind == "pixel_mean":
+        mean = x.mean(axis=0)
+        std = np.ones((1, 1, 1))
+    else:
+        raise ValueError("unknown normalisation %r" % kind)
+    return {"kind": kind, "mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+
+
+def normalise(images, stats):
+    """uint8 images -> float32 network input."""
+    return (images.astype(np.float32) - stats["mean"]) / stats["std"]
+
+
+# =============================================================================
+# Shuffling and augmentation
+
+
+def epoch_plan(seed, epoch, count, pad):
+    """The order and the per-image crop offsets and flips of one epoch.
+
+    Drawn from a generator seeded with ``(seed, epoch)`` alone, so an epoch is
+    the same whether or not the run was interrupted before it, and a resumed
+    run needs no generator state beyond the seed and the epoch number.
+
+    Returns
+    -------
+    dict of arrays, each of length ``count``
+        ``order`` (a permutation), ``dy``, ``dx`` (offsets in 0..2*pad) and
+        ``flip`` (bool), indexed by position in the epoch.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    return {"order": rng.permutation(count),
+            "dy": rng.integers(0, 2 * pad + 1, count),
+            "dx": rng.integers(0, 2 * pad + 1, count),
+            "flip": rng.random(count) < 0.5}
+
+
+def crop_and_flip(batch, dy, dx, flip, pad=4, mode="zero"):
+    """Pad each image by ``pad``, crop it back at its own offset, flip some.
+
+    One gather over the whole batch, no Python loop per image.
+
+    Parameters
+    ----------
+    batch : float32 array (B, C, H, W)
+        Normalised images (zero padding is then zero in normalised space, as
+        in fb.resnet.torch, where ColorNormalize precedes RandomCrop).
+    dy, dx : int arrays (B,)
+        Top-left corner of each crop in the padded image, 0..2*pad; ``pad``
+        for both leaves an image where it was.
+    flip : bool array (B,)
+        Mirror left-right.
+    pad : int
+    mode : {'zero', 'reflect'}
+        What fills the border: zeros (fb.resnet.torch) or the image mirrored
+        (the WRN authors' ``randomcrop_type=reflection``).
+    """
+    b, c, h, w = batch.shape
+    padded = np.pad(batch, ((0, 0), (0, 0), (pad, pad), (pad, pad)),
+                    mode="constant" if mode == "zero" else "reflect")
+    rows = dy[:, None] + np.arange(h)
+    cols = dx[:, None] + np.arange(w)
+    cols = np.where(flip[:, None], cols[:, ::-1], cols)
+    return padded[np.arange(b)[:, None, None, None],
+                  np.arange(c)[None, :, None, None],
+                  rows[:, None, :, None],
+                  cols[:, None, None, :]]
+
+
+# =============================================================================
+# Files written safely
+
+
+def atomic_write(path, write):
+    """Create ``path`` through ``write(fileobj)`` atomically.
+
+    The bytes go to a temporary file in the same folder, are flushed and
+    fsync'ed, then renamed over ``path``: a reader sees the old file or the
+    new one, never a half-written one. On failure (disk full, permissions)
+    the temporary file is removed, the old file is left as it was, and
+    UserError says so.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                                   suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        if tmp and os.path.exists(tmp):
+            os.remove(tmp)
+        kept = " (the previous version is intact)" if os.path.exists(path) else ""
+        raise UserError("could not write %s: %s%s" % (path, error.strerror or error, kept))
+
+
+def write_json(path, obj):
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError("cannot store %r in JSON" % (value,))
+
+
+def write_npz(path, arrays):
+    """Save a dict of arrays as an uncompressed ``.npz``, atomically."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_npz(path, what="weights"):
+    """Load every array of an ``.npz`` without unpickling anything."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise UserError("%s: no such %s file" % (path, what))
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise UserError("%s: holds pickled objects, which are never loaded; "
+                            "not a %s file of this project" % (path, what))
+        raise UserError("%s: not a readable .npz %s file (%s)" % (path, what, error))
+    except (OSError, EOFError, KeyError) as error:  # zipfile errors are OSError/KeyError
+        raise UserError("%s: not a readable .npz %s file (%s)" % (path, what, error))
+
+
+def read_npy(path):
+    """Load one array from a ``.npy`` file without unpickling anything."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError("%s: no such file" % path)
+    except (ValueError, OSError, EOFError) as error:
+        raise UserError("%s: not a readable .npy array (%s)" % (path, error))
+
+
+# =============================================================================
+# Weights files
+
+WEIGHTS_FORMAT = "preresnet-weights-1"
+
+
+def weights_arrays(network_info, names, values, stats):
+    """The arrays of a weights file: parameters in the network's order, their
+    names (with shapes, enough to diagnose a mismatch), the network's identity
+    and the input normalisation the parameters were trained with."""
+    arrays = {"format": np.array(WEIGHTS_FORMAT),
+              "network": np.array(json.dumps(network_info, sort_keys=True)),
+              "param_names": np.array(names),
+              "norm_kind": np.array(stats["kind"]),
+              "norm_mean": stats["mean"], "norm_std": stats["std"]}
+    for i, value in enumerate(values):
+        arrays["param_%03d" % i] = value
+    return arrays
+
+
+def read_weights(path):
+    """Read a weights file written by ``weights_arrays``.
+
+    Returns
+    -------
+    dict
+        ``network`` (dict), ``names``, ``values`` (lists) and ``stats``.
+    """
+    arrays = read_npz(path)
+    if str(arrays.get("format", "")) != WEIGHTS_FORMAT:
+        raise UserError("%s: not a weights file of this project (no '%s' format tag)"
+                        % (path, WEIGHTS_FORMAT))
+    names = [str(n) for n in arrays["param_names"]]
+    try:
+        values = [arrays["param_%03d" % i] for i in range(len(names))]
+    except KeyError as missing:
+        raise UserError("%s: incomplete, array %s is missing" % (path, missing))
+    return {"network": json.loads(str(arrays["network"])), "names": names,
+            "values": values,
+            "stats": {"kind": str(arrays["norm_kind"]), "mean": arrays["norm_mean"],
+                      "std": arrays["norm_std"]}}
+
+
+def check_parameters(expected, found_shapes, path, found_network, expected_network):
+    """Compare the network's ``(name, shape)`` list with the shapes a file
+    holds, in order; raise UserError naming the first mismatch."""
+    where = "%s (made for %s) does not fit %s" % (path, found_network, expected_network)
+    for i, ((name, shape), found) in enumerate(zip(expected, found_shapes)):
+        if tuple(shape) != tuple(found):
+            raise UserError("%s: parameter %d '%s' should have shape %s, the file has %s"
+                            % (where, i, name, tuple(shape), tuple(found)))
+    if len(expected) > len(found_shapes):
+        raise UserError("%s: the file ends after %d parameter arrays; the network's next "
+                        "is '%s' (of %d)" % (where, len(found_shapes),
+                                             expected[len(found_shapes)][0], len(expected)))
+    if len(expected) < len(found_shapes):
+        raise UserError("%s: the file has %d parameter arrays, the network only %d"
+                        % (where, len(found_shapes), len(expected)))
+
+
+def read_old_pklz(path):
+    """The old repository's published weights: a gzip'd Python 2 pickle of a
+    list of float32 arrays (every parameter, in get_all_params order).
+
+    Read through the restricted unpickler: a file that would run code is
+    refused before anything runs.
+    """
+    import gzip
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise UserError("%s: no such weights file" % path)
+    except (OSError, EOFError) as error:
+        raise UserError("%s: not a readable gzip file (%s)" % (path, error))
+    values = safe_unpickle(raw, path)
+    if not isinstance(values, list) or not all(isinstance(v, np.ndarray) for v in values):
+        raise UserError("%s: expected a list of numpy arrays (the old repository's "
+                        "format), found %s" % (path, type(values).__name__))
+    return values
+
+
+# =============================================================================
+# Run records
+
+
+def write_history_csv(path, history, columns):
+    """The per-epoch log, rewritten whole (atomically) after every epoch."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+    atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+
+
+def plot_curves(path, history, title, paper_error=None):
+    """Training loss, and train/validation/test error per epoch, with the
+    paper's test error as a horizontal line when there is one."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.legend()
+    for key, label in (("train_error", "train"), ("val_error", "validation"),
+                       ("test_error", "test")):
+        points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+        if points:
+            ax_err.plot(*zip(*points), label=label, marker="." if len(points) < 20 else None)
+    if paper_error is not None:
+        ax_err.axhline(paper_error, color="k", linestyle="--",
+                       label="paper test error %.2f %%" % paper_error)
+    ax_err.set_xlabel("epoch")
+    ax_err.set_ylabel("error (%)")
+    ax_err.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))

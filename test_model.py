@@ -103,7 +103,7 @@ def main(argv=None):
         except ValueError as error:
             parser.error(str(error))
         if args.weights is None:
-            args.weights = os.path.join(utils.WEIGHTS_DIR, info["name"] + ".npz")
+            args.weights = utils.published_weights_path(args.data_dir, info["name"])
             if not os.path.isfile(args.weights):
                 raise UserError("no weights at %s: train them first (python train_nn.py "
                                 "%s %d%s) or pass --weights"

@@ -169,21 +169,23 @@ def main(argv=None):
             run_dir = args.resume
         else:
             config, run_dir = new_run(parser, args)
+        # Data first: a bad file stops the run before anything is written.
+        data = utils.load_dataset(config["network"]["dataset"], config["data_dir"])
+        if not args.resume:
             os.makedirs(run_dir, exist_ok=True)
             utils.write_json(os.path.join(run_dir, "config.json"), dict(
                 config, command=" ".join(["python", "train_nn.py"] + sys.argv[1:]),
                 versions=training.library_versions(),
                 machine=training.machine_description(),
                 started=datetime.datetime.now().isoformat(timespec="seconds")))
-        log_file = open(os.path.join(run_dir, "output.log"), "a")
+        with open(os.path.join(run_dir, "output.log"), "a") as log_file:
+            def log(text):
+                print(text, flush=True)
+                log_file.write(text + "\n")
+                log_file.flush()
 
-        def log(text):
-            print(text, flush=True)
-            log_file.write(text + "\n")
-            log_file.flush()
-
-        log("run folder: %s" % run_dir)
-        training.train(config, run_dir, resume=bool(args.resume), log=log)
+            log("run folder: %s" % run_dir)
+            training.train(config, data, run_dir, resume=bool(args.resume), log=log)
         return 0
     except UserError as error:
         print("error: %s" % error, file=sys.stderr)

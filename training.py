@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import queue
+import re
 import signal
 import sys
 import threading
@@ -215,6 +216,22 @@ def nesterov_lasagne(grads, params, learning_rate, momentum):
     return updates, buffers
 
 
+def gradients_with_decay(loss, network, params, recipe):
+    """Gradients of ``loss`` plus the recipe's weight decay.
+
+    ``gradient_all`` (Torch's optim.sgd): ``weight_decay * w`` added to the
+    gradient of every trainable parameter. ``l2_loss_regularizable`` (the old
+    repository): ``weight_decay * sum(w**2)`` added to the loss over the
+    parameters Lasagne tags regularizable, so the gradient gains
+    ``2 * weight_decay * w`` on those only (Lasagne's ``l2`` is the plain sum
+    of squares, without the 1/2).
+    """
+    decay = np.float32(recipe["weight_decay"])
+    if recipe["decay"] == "l2_loss_regularizable":
+        return T.grad(loss + decay * regularize_network_params(network, l2), params)
+    return [g + decay * p for g, p in zip(T.grad(loss, params), params)]
+
+
 OPTIMIZERS = {"nesterov_torch": nesterov_torch, "nesterov_lasagne": nesterov_lasagne}
 
 
@@ -264,12 +281,7 @@ class Network:
         loss = categorical_crossentropy(prediction, self.target_var).mean()
         errors = T.sum(T.neq(T.argmax(prediction, axis=1), self.target_var))
         params = get_all_params(self.output, trainable=True)
-        decay = np.float32(recipe["weight_decay"])
-        if recipe["decay"] == "l2_loss_regularizable":
-            penalty = decay * regularize_network_params(self.output, l2)
-            grads = T.grad(loss + penalty, params)
-        else:
-            grads = [g + decay * p for g, p in zip(T.grad(loss, params), params)]
+        grads = gradients_with_decay(loss, self.output, params, recipe)
         updates, self.optimizer_state = OPTIMIZERS[recipe["optimizer"]](
             grads, params, self.learning_rate, np.float32(recipe["momentum"]))
         self._train_fn = theano.function([self.input_var, self.target_var],
@@ -307,7 +319,7 @@ class Network:
         """Shared variables holding the dropout layers' random-stream states."""
         return [state for layer in lasagne.layers.get_all_layers(self.output)
                 if hasattr(layer, "_srng")
-                for state, _ in layer._srng.state_updates]
+                for state, *_ in layer._srng.state_updates]
 
 
 def save_weights(path, net, stats):
@@ -356,18 +368,21 @@ class Prefetcher:
     def _run(self, make, indices):
         try:
             for i in indices:
-                item = make(i)
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(make(i)):
                     return
-            self._queue.put(self._DONE)
+            self._put(self._DONE)
         except BaseException as error:  # surfaced in the consumer
-            self._queue.put(error)
+            self._put(error)
+
+    def _put(self, item):
+        """Queue ``item`` unless the consumer has stopped; never blocks for good."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def __iter__(self):
         while True:
@@ -495,8 +510,8 @@ def read_checkpoint(run_dir):
 def restore_checkpoint(arrays, path, net):
     """Put the checkpoint's parameters, optimiser and random states into ``net``."""
     def group(prefix):
-        keys = sorted(k for k in arrays if k.startswith(prefix + "_"))
-        return [arrays[k] for k in keys]
+        count = sum(1 for k in arrays if re.fullmatch(prefix + r"_\d{3}", k))
+        return [arrays["%s_%03d" % (prefix, i)] for i in range(count)]
 
     net.set_param_values(group("param"), path, json.loads(str(arrays["config"]))
                          ["network"]["name"])
@@ -589,15 +604,15 @@ def split_data(data, recipe, limit, seed):
     return images, labels, images[:0], labels[:0]
 
 
-def train(config, run_dir, resume=False, log=print):
+def train(config, data, run_dir, resume=False, log=print):
     """Run (or continue) a training run described by ``config`` in ``run_dir``.
 
     ``config`` holds ``network`` (see network_info), ``recipe`` (resolved),
-    ``seed``, ``limit``, ``data_dir`` and ``test_every``. Returns the last
-    history row. Raises Interrupted after saving when SIGINT/SIGTERM arrive.
+    ``seed``, ``limit``, ``data_dir`` and ``test_every``; ``data`` is
+    utils.load_dataset's result. Returns the last history row. Raises
+    Interrupted after saving when SIGINT/SIGTERM arrive.
     """
     recipe, info, seed = config["recipe"], config["network"], config["seed"]
-    data = utils.load_dataset(info["dataset"], config["data_dir"], log=log)
     train_x, train_y, val_x, val_y = split_data(data, recipe, config["limit"], seed)
 
     net = Network(info, recipe, seed)
@@ -632,7 +647,13 @@ def train(config, run_dir, resume=False, log=print):
                         % (len(train_x), recipe["batch_size"]))
 
     def checkpoint():
-        save_checkpoint(run_dir, net, stats, config, progress, best)
+        try:
+            save_checkpoint(run_dir, net, stats, config, progress, best)
+        except UserError as error:
+            if not os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME)):
+                raise
+            raise UserError("%s; free space (or fix permissions), then continue from it "
+                            "with: python train_nn.py --resume %s" % (error, run_dir))
 
     log("%5s %9s %10s %9s %9s %9s %8s" % ("epoch", "lr", "train loss", "train err",
                                           "val err", "test err", "seconds"))
@@ -649,7 +670,8 @@ def train(config, run_dir, resume=False, log=print):
                                  progress["epoch"] + 1, progress["iteration_in_epoch"],
                                  run_dir))
             raise interruption
-    return _finish(net, recipe, info, stats, best, progress, data, paper, run_dir, log)
+    return _finish(net, recipe, info, stats, best, progress, data, paper, run_dir,
+                   config["data_dir"], log)
 
 
 def _run_epoch(net, recipe, config, progress, best, batches, stats, train_x, train_y,
@@ -733,7 +755,7 @@ def _percent(value):
     return "-" if value is None else "%.2f%%" % value
 
 
-def _finish(net, recipe, info, stats, best, progress, data, paper, run_dir, log):
+def _finish(net, recipe, info, stats, best, progress, data, paper, run_dir, data_dir, log):
     """Save the final weights (and publish the recipe's choice to data/weights/)."""
     final_path = os.path.join(run_dir, "weights_final.npz")
     save_weights(final_path, net, stats)
@@ -751,8 +773,8 @@ def _finish(net, recipe, info, stats, best, progress, data, paper, run_dir, log)
             published = os.path.join(run_dir, "weights_best.npz")
         else:
             net.set_param_values(final_values, "final weights", info["name"])
-    os.makedirs(utils.WEIGHTS_DIR, exist_ok=True)
-    target = os.path.join(utils.WEIGHTS_DIR, info["name"] + ".npz")
+    target = utils.published_weights_path(data_dir, info["name"])
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(published, "rb") as source:
         payload = source.read()
     utils.atomic_write(target, lambda f: f.write(payload))

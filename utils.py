@@ -28,7 +28,13 @@ import numpy as np
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(PROJECT_DIR, "data")
-WEIGHTS_DIR = os.path.join(DEFAULT_DATA_DIR, "weights")
+
+
+def published_weights_path(data_dir, network_name):
+    """Where a run publishes its weights and test_model.py looks for them:
+    ``<data folder>/weights/<network>.npz`` (data/weights/ by default)."""
+    return os.path.join(os.path.abspath(data_dir or DEFAULT_DATA_DIR), "weights",
+                        network_name + ".npz")
 
 
 class UserError(Exception):

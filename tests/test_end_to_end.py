@@ -1,0 +1,166 @@
+"""train_nn.py then test_model.py, as a user runs them, on tiny CIFAR files."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import utils
+from conftest import run_cli, write_tiny_cifar10
+
+TRAIN = "train_nn.py"
+TEST = "test_model.py"
+
+
+def read_log(run_dir):
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small paper-recipe run: normal n=1, 2 epochs on 200 images."""
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    write_tiny_cifar10(data)
+    run = root / "run"
+    result = run_cli(TRAIN, "normal", 1, "--epochs", 2, "--batch-size", 50,
+                     "--data-dir", data, "--out", run)
+    assert result.returncode == 0, result.stderr
+    return {"data": data, "run": run, "result": result, "root": root}
+
+
+def test_training_prints_network_and_epochs(trained):
+    out = trained["result"].stdout
+    assert "PreResNet-8: 77,850 trainable parameters" in out
+    assert "recipe paper-preresnet" in out
+    epoch_lines = [l for l in out.splitlines() if l.split()[:1] in (["1"], ["2"])]
+    assert len(epoch_lines) == 2
+
+
+def test_run_folder_holds_config_log_curves_and_weights(trained):
+    run = trained["run"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"]["epochs"] == 2 and config["recipe"]["batch_size"] == 50
+    assert config["recipe"]["lr_milestones"] == [80, 121]
+    assert config["versions"]["theano"] == "1.0.5"
+    assert config["versions"]["theano_flags"]["floatX"] == "float32"
+    assert config["network"]["name"] == "preresnet8"
+    rows = read_log(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_error", "val_error",
+                            "test_error", "seconds"}
+    assert all(0 <= float(r["test_error"]) <= 100 for r in rows)
+    assert rows[0]["val_error"] == ""  # paper recipe: no validation split
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    final = utils.read_weights(str(run / "weights_final.npz"))
+    assert final["network"]["name"] == "preresnet8"
+    assert final["stats"]["kind"] == "channel_mean_std"
+    published = utils.read_weights(str(trained["data"] / "weights" / "preresnet8.npz"))
+    for a, b in zip(final["values"], published["values"]):
+        np.testing.assert_array_equal(a, b)
+    assert not (run / "weights_best.npz").exists()
+
+
+def test_test_model_reproduces_the_final_test_error(trained):
+    result = run_cli(TEST, "normal", 1, "--data-dir", trained["data"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads((trained["data"] / "weights" / "preresnet8-test.json").read_text())
+    final_error = float(read_log(trained["run"])[-1]["test_error"])
+    assert report["error"] == pytest.approx(final_error, abs=1e-9)
+    assert report["count"] == 100
+    assert np.sum(report["confusion"]) == 100
+    assert len(report["per_class_accuracy"]) == 10
+    assert "test error: %.2f %%" % final_error in result.stdout
+    assert "confusion matrix" in result.stdout
+
+
+def test_same_seed_gives_the_same_numbers(trained):
+    again = trained["root"] / "again"
+    result = run_cli(TRAIN, "normal", 1, "--epochs", 2, "--batch-size", 50,
+                     "--data-dir", trained["data"], "--out", again)
+    assert result.returncode == 0, result.stderr
+    assert without_seconds(read_log(again)) == without_seconds(read_log(trained["run"]))
+    first = utils.read_weights(str(trained["run"] / "weights_final.npz"))["values"]
+    second = utils.read_weights(str(again / "weights_final.npz"))["values"]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_seed_recipe_keeps_best_on_validation(tiny_data, tmp_path):
+    run = tmp_path / "seed-run"
+    result = run_cli(TRAIN, "normal", 1, "--arch", "seed", "--recipe", "seed",
+                     "--epochs", 2, "--val-size", 50, "--batch-size", 30,
+                     "--test-every", 0, "--data-dir", tiny_data, "--out", run)
+    assert result.returncode == 0, result.stderr
+    assert "150 training / 50 validation images" in result.stdout
+    rows = read_log(run)
+    assert all(r["val_error"] != "" for r in rows)
+    assert rows[0]["test_error"] == "" and rows[1]["test_error"] != ""  # --test-every 0
+    best_epoch = min(rows, key=lambda r: float(r["val_error"]))["epoch"]
+    assert "at epoch %s" % best_epoch in result.stdout
+    best = utils.read_weights(str(run / "weights_best.npz"))
+    published = utils.read_weights(str(tiny_data / "weights" / "seed-preresnet8.npz"))
+    assert best["stats"]["kind"] == "pixel_mean"
+    for a, b in zip(best["values"], published["values"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weights_for_another_network_name_the_first_mismatch(trained):
+    result = run_cli(TEST, "wide", 1, 2, "--weights",
+                     trained["data"] / "weights" / "preresnet8.npz",
+                     "--data-dir", trained["data"])
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "made for preresnet8" in message and "wrn10-2" in message
+    assert "stage1.unit1.conv1.W" in message and "(32, 16, 3, 3)" in message
+
+
+def test_missing_weights_say_how_to_make_them(tiny_data):
+    result = run_cli(TEST, "bottleneck", 2, "--data-dir", tiny_data)
+    assert result.returncode == 1
+    assert "python train_nn.py bottleneck 2" in result.stderr
+
+
+@pytest.mark.parametrize("script,args,message", [
+    (TRAIN, ["resnet", "18"], "invalid choice"),
+    (TRAIN, ["normal", "x"], "invalid int value"),
+    (TRAIN, ["normal", "0"], "at least 1"),
+    (TRAIN, ["normal", "18", "4"], "wide networks only"),
+    (TRAIN, ["wide", "2"], "need WIDTH"),
+    (TRAIN, ["normal"], "required"),
+    (TRAIN, ["normal", "1", "--epochs", "0"], "--epochs"),
+    (TRAIN, ["normal", "1", "--dropout", "0.3"], "dropout"),
+    (TRAIN, ["--resume", "/nonexistent/run"], "no such folder"),
+    (TEST, ["bottleneck", "-1"], "at least 1"),
+    (TEST, ["normal", "18", "2"], "wide networks only"),
+])
+def test_bad_command_lines_get_usage_and_exit_2(script, args, message):
+    result = run_cli(script, *args)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_folder_without_checkpoint_is_a_usage_error(tmp_path):
+    result = run_cli(TRAIN, "--resume", tmp_path)
+    assert result.returncode == 2
+    assert "holds no checkpoint.npz" in result.stderr
+
+
+def test_bad_data_file_stops_before_anything_is_written(tiny_data, tmp_path):
+    with open(tiny_data / "cifar-10-batches-py" / "data_batch_2", "wb") as f:
+        f.write(b"\x80\x02}q\x00(X\x04\x00\x00\x00data")  # truncated pickle
+    run = tmp_path / "never"
+    result = run_cli(TRAIN, "normal", 1, "--epochs", 1, "--data-dir", tiny_data, "--out", run)
+    assert result.returncode == 1
+    lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "data_batch_2" in lines[0] and "truncated" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not run.exists()

@@ -1,0 +1,243 @@
+"""Long runs survive interruption and bad input: exact resume, safe files."""
+import gzip
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import training
+import utils
+from conftest import PROJECT_DIR, run_cli, write_tiny_cifar10
+from test_end_to_end import read_log, without_seconds
+from utils import UserError
+
+TRAIN = "train_nn.py"
+TEST = "test_model.py"
+
+# Runs train_nn.main in a separate process that sends itself a signal right
+# after its Nth training step: a deterministic interruption, mid-epoch.
+SELF_SIGNAL = """
+import os, signal, sys
+sys.path.insert(0, {project!r})
+import training, train_nn
+original = training.Network.train_step
+done = [0]
+def step(self, images, labels):
+    result = original(self, images, labels)
+    done[0] += 1
+    if done[0] == {at}:
+        os.kill(os.getpid(), signal.{signal})
+    return result
+training.Network.train_step = step
+sys.exit(train_nn.main({args!r}))
+"""
+
+
+def interrupted_run(args, at, signame="SIGINT"):
+    code = SELF_SIGNAL.format(project=PROJECT_DIR, at=at, signal=signame,
+                              args=[str(a) for a in args])
+    return subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR,
+                          capture_output=True, text=True, timeout=900)
+
+
+def final_weights(run):
+    return utils.read_weights(str(run / "weights_final.npz"))["values"]
+
+
+def assert_same_run(run, reference):
+    assert without_seconds(read_log(run)) == without_seconds(read_log(reference))
+    for a, b in zip(final_weights(run), final_weights(reference)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume-data")
+    write_tiny_cifar10(root)
+    return root
+
+
+# Wide, with dropout (whose random-stream state must survive), the WRN recipe
+# (momentum restarts at each milestone) with milestones inside the short run.
+WIDE = ["wide", 1, 1, "--dropout", 0.3, "--epochs", 3, "--batch-size", 50,
+        "--lr-milestones", "1,2"]
+NORMAL = ["normal", 1, "--epochs", 3, "--batch-size", 50]
+
+
+@pytest.fixture(scope="module")
+def wide_reference(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("wide") / "reference"
+    result = run_cli(TRAIN, *WIDE, "--data-dir", data, "--out", run)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+@pytest.mark.parametrize("at", [6, 8])  # mid-epoch 2; exactly at the end of epoch 2
+def test_run_stopped_by_sigint_resumes_bit_for_bit(data, wide_reference, tmp_path, at):
+    run = tmp_path / "run"
+    stopped = interrupted_run(WIDE + ["--data-dir", data, "--out", run], at)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "resume with" in stopped.stdout and "--resume %s" % run in stopped.stdout
+    progress = json.loads(str(utils.read_npz(str(run / "checkpoint.npz"))["progress"]))
+    assert progress["iteration"] == at
+    assert not (run / "weights_final.npz").exists()
+    resumed = run_cli(TRAIN, "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert_same_run(run, wide_reference)
+
+
+def test_sigterm_from_outside_saves_and_resumes(data, tmp_path):
+    reference = tmp_path / "reference"
+    assert run_cli(TRAIN, *NORMAL, "--data-dir", data, "--out", reference).returncode == 0
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, TRAIN] + [str(a) for a in NORMAL] +
+                               ["--data-dir", str(data), "--out", str(run)],
+                               cwd=PROJECT_DIR, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait for the first epoch's line
+        if line.split()[:1] == ["1"]:
+            break
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 143, err
+    assert "SIGTERM received" in err
+    resumed = run_cli(TRAIN, "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run, reference)
+
+    # A finished run: nothing to do, nothing touched.
+    before = (run / "checkpoint.npz").stat().st_mtime_ns
+    again = run_cli(TRAIN, "--resume", run)
+    assert again.returncode == 0
+    assert "already finished all 3 epochs; nothing to do" in again.stdout
+    assert (run / "checkpoint.npz").stat().st_mtime_ns == before
+
+
+def test_resume_rejects_other_settings_and_other_networks(data, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(TRAIN, "normal", 1, "--epochs", 1, "--batch-size", 100,
+                   "--data-dir", data, "--out", run).returncode == 0
+    result = run_cli(TRAIN, "--resume", run, "--lr", "0.5")
+    assert result.returncode == 2 and "--resume continues a run" in result.stderr
+    result = run_cli(TRAIN, "bottleneck", 1, "--resume", run)
+    assert result.returncode == 2 and "PreResNet-8" in result.stderr
+    result = run_cli(TRAIN, "normal", 1, "--epochs", 1, "--data-dir", data, "--out", run)
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    # lr 0.1 in epoch 1, then 1e29: the weights blow up in epoch 2.
+    result = run_cli(TRAIN, "normal", 1, "--epochs", 3, "--batch-size", 50,
+                     "--lr-milestones", "1", "--lr-factor", "1e30",
+                     "--data-dir", data, "--out", run)
+    assert result.returncode == 1
+    message = [l for l in result.stderr.splitlines() if l.startswith("error:")][0]
+    assert "loss became nan at epoch 2, iteration" in message
+    assert "checkpoint of epoch 1" in message
+    progress = json.loads(str(utils.read_npz(str(run / "checkpoint.npz"))["progress"]))
+    assert progress["epoch"] == 1 and len(progress["history"]) == 1
+    assert not (run / "weights_final.npz").exists()
+
+
+def test_failed_save_keeps_the_previous_checkpoint_and_says_so(data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    config = {"network": training.network_info("normal", 1, 1, "paper", "cifar10"),
+              "recipe": training.resolve_recipe("paper", "normal",
+                                                {"epochs": 3, "batch_size": 100}),
+              "seed": 0, "limit": 0, "data_dir": str(data), "test_every": 1}
+    os.makedirs(run)
+    saves = []
+    real_savez = np.savez
+
+    def savez_filling_the_disk(file, **arrays):
+        if "progress" in arrays:
+            saves.append(1)
+            if len(saves) == 2:
+                file.write(b"half a checkpoint")
+                raise OSError(28, "No space left on device")
+        return real_savez(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", savez_filling_the_disk)
+    dataset = utils.load_dataset("cifar10", str(data), log=lambda *a: None)
+    with pytest.raises(UserError) as error:
+        training.train(config, dataset, str(run), log=lambda *a: None)
+    message = str(error.value)
+    assert "No space left on device" in message and "previous version is intact" in message
+    assert "--resume %s" % run in message
+    monkeypatch.undo()
+    progress = json.loads(str(utils.read_npz(str(run / "checkpoint.npz"))["progress"]))
+    assert progress["epoch"] == 1
+    assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# -- weights files ---------------------------------------------------------------
+
+
+def _seed_network_files(data, tmp_path):
+    """The parameters of a fresh seed-graph network, as the old repository's
+    .pklz (with its mean image as .npy) and as this project's .npz."""
+    net = training.Network(training.network_info("normal", 1, 1, "seed", "cifar10"), seed=5)
+    values = net.param_values()
+    pklz = tmp_path / "resnet8_old.pklz"
+    with gzip.open(pklz, "wb") as f:
+        pickle.dump(values, f, protocol=0)
+    images = utils.load_dataset("cifar10", str(data), log=lambda *a: None)["train_x"]
+    stats = utils.normalisation_stats("pixel_mean", images)
+    np.save(tmp_path / "pixel_mean.npy", stats["mean"])
+    npz = tmp_path / "same.npz"
+    training.save_weights(str(npz), net, stats)
+    return pklz, npz
+
+
+def test_old_pklz_weights_load_into_the_seed_graph(data, tmp_path):
+    pklz, npz = _seed_network_files(data, tmp_path)
+    old = run_cli(TEST, "normal", 1, "--arch", "seed", "--weights", pklz,
+                  "--pixel-mean", tmp_path / "pixel_mean.npy", "--data-dir", data)
+    assert old.returncode == 0, old.stderr
+    new = run_cli(TEST, "normal", 1, "--arch", "seed", "--weights", npz, "--data-dir", data)
+    assert new.returncode == 0, new.stderr
+    error_old = json.loads((tmp_path / "resnet8_old-test.json").read_text())["error"]
+    error_new = json.loads((tmp_path / "same-test.json").read_text())["error"]
+    assert error_old == error_new
+    # .pklz files fit the old graphs only.
+    wrong = run_cli(TEST, "normal", 1, "--weights", pklz, "--data-dir", data)
+    assert wrong.returncode == 2 and "--arch seed" in wrong.stderr
+
+
+class _Payload:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_pklz_that_would_run_code_is_refused_and_nothing_runs(data, tmp_path):
+    witness = tmp_path / "pwned"
+    evil = tmp_path / "evil.pklz"
+    with gzip.open(evil, "wb") as f:
+        pickle.dump([np.zeros(3, np.float32), _Payload("touch %s" % witness)], f, protocol=2)
+    result = run_cli(TEST, "normal", 1, "--arch", "seed", "--weights", evil, "--data-dir", data)
+    assert result.returncode == 1
+    assert "evil.pklz" in result.stderr and "refused" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not witness.exists()
+
+
+def test_checkpoint_or_weights_holding_pickles_are_refused(data, tmp_path):
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, format=np.array(["preresnet-weights-1", _Payload("true")], dtype=object))
+    result = run_cli(TEST, "normal", 1, "--weights", evil, "--data-dir", data)
+    assert result.returncode == 1 and "pickled objects" in result.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    os.rename(evil, run / "checkpoint.npz")
+    result = run_cli(TRAIN, "--resume", run)
+    assert result.returncode == 2 and "pickled objects" in result.stderr

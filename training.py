@@ -478,6 +478,7 @@ def save_checkpoint(run_dir, net, stats, config, progress, best):
     history. Shuffling and augmentation are drawn from (seed, epoch) (see
     utils.epoch_plan), so the seed, the epoch and the iteration are their state.
     """
+    progress = dict(progress, lr=float(net.learning_rate.get_value()))
     arrays = {"format": np.array(CHECKPOINT_FORMAT),
               "config": np.array(json.dumps(config, sort_keys=True)),
               "progress": np.array(json.dumps(progress, sort_keys=True)),

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -154,13 +155,41 @@ def test_resume_folder_without_checkpoint_is_a_usage_error(tmp_path):
     assert "holds no checkpoint.npz" in result.stderr
 
 
-def test_bad_data_file_stops_before_anything_is_written(tiny_data, tmp_path):
+class _RunsCode:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _batch(**changes):
+    batch = {"data": np.zeros((40, 3072), np.uint8), "labels": [0] * 40}
+    batch.update(changes)
+    return pickle.dumps(batch, protocol=2)
+
+
+BAD_FILES = {
+    "truncated": (lambda witness: _batch()[:-100], "truncated"),
+    "wrong shape": (lambda witness: _batch(data=np.zeros((40, 32, 32, 3), np.uint8)),
+                    "shape (N, 3072)"),
+    "wrong dtype": (lambda witness: _batch(data=np.zeros((40, 3072), np.int64)), "uint8"),
+    "label out of range": (lambda witness: _batch(labels=[0] * 39 + [12]), "0..9"),
+    "runs code": (lambda witness: _batch(data=_RunsCode("touch %s" % witness)), "refused"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_data_file_stops_before_anything_is_written(tiny_data, tmp_path, case):
+    make, words = BAD_FILES[case]
+    witness = tmp_path / "pwned"
     with open(tiny_data / "cifar-10-batches-py" / "data_batch_2", "wb") as f:
-        f.write(b"\x80\x02}q\x00(X\x04\x00\x00\x00data")  # truncated pickle
+        f.write(make(witness))
     run = tmp_path / "never"
     result = run_cli(TRAIN, "normal", 1, "--epochs", 1, "--data-dir", tiny_data, "--out", run)
     assert result.returncode == 1
-    lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1 and "data_batch_2" in lines[0] and "truncated" in lines[0]
-    assert "Traceback" not in result.stderr
-    assert not run.exists()
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    line = [l for l in result.stderr.splitlines() if l.startswith("error:")][0]
+    assert "data_batch_2" in line and words in line
+    assert not run.exists() and not witness.exists()
+    assert not (tiny_data / "weights").exists()

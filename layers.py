@@ -1,7 +1,9 @@
 """The two layers this project needs that Lasagne 0.1 lacks or builds differently.
 
 Both work unchanged on Lasagne master, so the networks are the same graphs
-whichever Lasagne is installed.
+whichever Lasagne is installed. In training and inference they run the C ops
+of ``ops.py`` when they can (float32, Theano linked to OpenBLAS; set
+``USE_C_OPS = False`` to compare), else the same computation in plain Theano.
 
 ``Conv2DLayer``
     A cross-correlation with 'same' zero padding, computed directly. Lasagne
@@ -22,6 +24,17 @@ import theano
 import theano.tensor as T
 from lasagne import init
 from lasagne.layers import Layer
+from lasagne.nonlinearities import rectify
+
+import ops
+
+USE_C_OPS = True
+
+
+def c_ops_apply(*variables):
+    """Whether the C ops of ops.py can compute with these variables."""
+    return (USE_C_OPS and "openblas" in theano.config.blas.ldflags
+            and all(v.dtype == "float32" for v in variables))
 
 
 class Conv2DLayer(Layer):
@@ -71,12 +84,15 @@ class Conv2DLayer(Layer):
         return (input_shape[0], self.num_filters, out(input_shape[2]), out(input_shape[3]))
 
     def get_output_for(self, input, **kwargs):
-        output = T.nnet.conv2d(input, self.W,
-                               input_shape=self.input_shape,
-                               filter_shape=self.W.get_value(borrow=True).shape,
-                               border_mode="half",
-                               subsample=(self.stride, self.stride),
-                               filter_flip=False)
+        if c_ops_apply(input, self.W):
+            output = ops.Conv2D(self.stride)(input, self.W)
+        else:
+            output = T.nnet.conv2d(input, self.W,
+                                   input_shape=self.input_shape,
+                                   filter_shape=self.W.get_value(borrow=True).shape,
+                                   border_mode="half",
+                                   subsample=(self.stride, self.stride),
+                                   filter_flip=False)
         if self.b is not None:
             output = output + self.b.dimshuffle("x", 0, "x", "x")
         return output
@@ -100,6 +116,10 @@ class BatchNormLayer(Layer):
     alpha : float
         Weight of the current batch in the running averages (Torch calls it
         momentum; 0.1 in both Torch and Lasagne).
+    nonlinearity : None or lasagne.nonlinearities.rectify
+        Applied to the normalised output: the pre-activation's ReLU, computed
+        in the same pass as the normalisation (and its gradient with the
+        normalisation's).
     running : {'inv_std', 'var'}
         What the running average of the spread tracks. ``'inv_std'``: the
         batch's ``1 / sqrt(var + epsilon)`` (Lasagne master, hence the old
@@ -118,10 +138,13 @@ class BatchNormLayer(Layer):
     """
 
     def __init__(self, incoming, epsilon=1e-4, alpha=0.1, running="inv_std",
-                 **kwargs):
+                 nonlinearity=None, **kwargs):
         super().__init__(incoming, **kwargs)
         if running not in ("inv_std", "var"):
             raise ValueError("running must be 'inv_std' or 'var', got %r" % running)
+        if nonlinearity not in (None, rectify):
+            raise ValueError("nonlinearity must be None or rectify")
+        self.relu = nonlinearity is rectify
         self.epsilon = epsilon
         self.alpha = alpha
         self.running = running
@@ -140,32 +163,37 @@ class BatchNormLayer(Layer):
             return v.dimshuffle("x", 0, "x", "x")
 
         if deterministic:
-            mean = self.mean
-            if self.running == "inv_std":
-                inv_std = self.spread
-            else:
-                inv_std = T.inv(T.sqrt(self.spread + self.epsilon))
+            inv_std = (self.spread if self.running == "inv_std"
+                       else T.inv(T.sqrt(self.spread + self.epsilon)))
+            return self._finish((input - channel(self.mean)) * channel(self.gamma * inv_std)
+                                + channel(self.beta))
+
+        # Clones share the parameters' storage; their default_update makes every
+        # function compiled from this output update the running averages.
+        running_mean = theano.clone(self.mean, share_inputs=False)
+        running_spread = theano.clone(self.spread, share_inputs=False)
+        # Adding zero times the clones puts them into the graph (Lasagne's trick).
+        gamma = self.gamma + 0 * (running_mean + running_spread)
+        if c_ops_apply(input, self.gamma, self.beta):
+            output, mean, inv_std, var = ops.BatchNormTrain(self.epsilon, self.relu)(
+                input, gamma, self.beta)
         else:
             axes = (0, 2, 3)
             mean = input.mean(axes)
             var = T.sqr(input - channel(mean)).mean(axes)
             inv_std = T.inv(T.sqrt(var + self.epsilon))
-            if self.running == "inv_std":
-                batch_spread = inv_std
-            else:
-                count = T.cast(input.shape[0] * input.shape[2] * input.shape[3],
-                               theano.config.floatX)
-                batch_spread = var * count / (count - 1)
-            # Clones share the parameters' storage; their default_update makes
-            # every function compiled from this output update the averages.
-            running_mean = theano.clone(self.mean, share_inputs=False)
-            running_spread = theano.clone(self.spread, share_inputs=False)
-            running_mean.default_update = (
-                (1 - self.alpha) * running_mean + self.alpha * mean)
-            running_spread.default_update = (
-                (1 - self.alpha) * running_spread + self.alpha * batch_spread)
-            # Adding zero times the clones puts them into the graph.
-            mean = mean + 0 * running_mean
-            inv_std = inv_std + 0 * running_spread
-        return ((input - channel(mean)) * channel(self.gamma * inv_std)
-                + channel(self.beta))
+            output = self._finish((input - channel(mean)) * channel(gamma * inv_std)
+                                  + channel(self.beta))
+        if self.running == "inv_std":
+            batch_spread = inv_std
+        else:
+            count = T.cast(input.shape[0] * input.shape[2] * input.shape[3],
+                           theano.config.floatX)
+            batch_spread = var * count / (count - 1)
+        running_mean.default_update = (1 - self.alpha) * running_mean + self.alpha * mean
+        running_spread.default_update = ((1 - self.alpha) * running_spread
+                                         + self.alpha * batch_spread)
+        return output
+
+    def _finish(self, normalised):
+        return T.nnet.relu(normalised) if self.relu else normalised

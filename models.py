@@ -25,7 +25,7 @@ import compat  # noqa: F401  (configures Theano before it is imported)
 
 from lasagne import init
 from lasagne.layers import (DenseLayer, DropoutLayer, ElemwiseSumLayer,
-                            GlobalPoolLayer, InputLayer, NonlinearityLayer)
+                            GlobalPoolLayer, InputLayer)
 from lasagne.nonlinearities import rectify, softmax
 
 from layers import BatchNormLayer, Conv2DLayer
@@ -104,9 +104,10 @@ def _dense_init(name, fan_in):
 
 
 def bn_relu(incoming, spec, name):
-    """Batch normalisation then ReLU: the "pre-activation" of He et al. 2016."""
-    bn = BatchNormLayer(incoming, name=name + ".bn", **spec["batch_norm"])
-    return NonlinearityLayer(bn, rectify, name=name + ".relu")
+    """Batch normalisation then ReLU (one layer): the "pre-activation" of He et
+    al. 2016."""
+    return BatchNormLayer(incoming, nonlinearity=rectify, name=name + ".bn",
+                          **spec["batch_norm"])
 
 
 def conv(incoming, filters, size, stride, init_name, name, bias=False):

@@ -103,9 +103,9 @@ def test_projections_where_shape_changes_from_the_preactivated_input(variant, k,
     assert names == projected
     for unit in projected:
         source = found[unit + ".projection"].input_layer
-        # Pre-activated: a ReLU (the stem's for the very first unit).
-        assert isinstance(source, lasagne.layers.NonlinearityLayer)
-        expected = "stem.relu" if unit == "stage1.unit1" else unit + ".pre.relu"
+        # Pre-activated: a BN-ReLU (the stem's for the very first unit).
+        assert isinstance(source, layers.BatchNormLayer) and source.relu
+        expected = "stem.bn" if unit == "stage1.unit1" else unit + ".pre.bn"
         assert source.name == expected
     # Identity shortcuts elsewhere: the sum's second input is the previous sum.
     second = found["stage2.unit2.sum"].input_layers[1]
@@ -115,14 +115,14 @@ def test_projections_where_shape_changes_from_the_preactivated_input(variant, k,
 def test_first_unit_shares_the_stem_preactivation():
     found = _by_name(models.build_model("normal", 1))
     assert "stage1.unit1.pre.bn" not in found
-    assert found["stage1.unit1.conv1"].input_layer is found["stem.relu"]
+    assert found["stage1.unit1.conv1"].input_layer is found["stem.bn"]
 
 
 def test_wide_dropout_sits_between_the_two_convolutions():
     found = _by_name(models.build_model("wide", 1, 2, dropout=0.3))
     drop = found["stage1.unit1.dropout"]
     assert drop.p == 0.3
-    assert drop.input_layer is found["stage1.unit1.conv1.relu"]
+    assert drop.input_layer is found["stage1.unit1.conv1.bn"]
     assert found["stage1.unit1.conv2"].input_layer is drop
 
 

@@ -1,0 +1,95 @@
+"""The C ops against Theano's stock ops: same numbers, forward and backward."""
+import numpy as np
+import pytest
+
+import compat  # noqa: F401
+import theano
+import theano.tensor as T
+import lasagne
+from lasagne.layers import get_all_params, get_output
+
+import layers
+import models
+import ops
+
+RNG = np.random.default_rng(0)
+
+
+def close(ours, reference, tolerance):
+    scale = max(np.abs(reference).max(), 1e-12)
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).max() / scale < tolerance
+
+
+# batch, in channels, size, out channels, kernel, stride: tile-sized and odd
+# channel counts (the register tiles' remainders), the strides the networks use.
+CONV_CASES = [(3, 4, 9, 5, 3, 1), (2, 16, 8, 16, 3, 1), (5, 3, 8, 6, 3, 2),
+              (4, 6, 8, 7, 1, 2), (2, 5, 7, 3, 1, 1), (3, 13, 6, 21, 3, 1),
+              (1, 8, 4, 17, 1, 1), (2, 7, 5, 9, 3, 2)]
+
+
+@pytest.mark.parametrize("batch,channels,size,filters,kernel,stride", CONV_CASES)
+def test_conv_matches_stock_conv2d_forward_and_backward(batch, channels, size, filters,
+                                                        kernel, stride):
+    x, w, dy = T.tensor4(), T.tensor4(), T.tensor4()
+    stock = T.nnet.conv2d(x, w, border_mode="half", subsample=(stride, stride),
+                          filter_flip=False)
+    ours = ops.Conv2D(stride)(x, w)
+    f = theano.function([x, w, dy], [stock, ours]
+                        + T.grad((stock * dy).sum(), [x, w])
+                        + T.grad((ours * dy).sum(), [x, w]))
+    xv = RNG.normal(size=(batch, channels, size, size)).astype(np.float32)
+    wv = RNG.normal(size=(filters, channels, kernel, kernel)).astype(np.float32)
+    out = -(-size // stride)
+    dyv = RNG.normal(size=(batch, filters, out, out)).astype(np.float32)
+    y_stock, y_ours, dx_stock, dw_stock, dx_ours, dw_ours = f(xv, wv, dyv)
+    close(y_ours, y_stock, 1e-6)
+    close(dx_ours, dx_stock, 1e-6)
+    close(dw_ours, dw_stock, 1e-6)
+    again = f(xv, wv, dyv)  # deterministic: bit-identical on a second call
+    for first, second in zip((y_ours, dx_ours, dw_ours), (again[1], again[4], again[5])):
+        np.testing.assert_array_equal(first, second)
+
+
+def plain_batch_norm(x, gamma, beta, epsilon, relu):
+    mean = x.mean((0, 2, 3))
+    var = T.sqr(x - mean.dimshuffle("x", 0, "x", "x")).mean((0, 2, 3))
+    inv_std = 1 / T.sqrt(var + epsilon)
+    y = ((x - mean.dimshuffle("x", 0, "x", "x")) * (gamma * inv_std).dimshuffle("x", 0, "x", "x")
+         + beta.dimshuffle("x", 0, "x", "x"))
+    return (T.nnet.relu(y) if relu else y), mean, inv_std, var
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (16, 16, 8, 8), (7, 5, 3, 1)])
+def test_batch_norm_matches_plain_theano(shape, relu):
+    x, gamma, beta, dy = T.tensor4(), T.vector(), T.vector(), T.tensor4()
+    reference = plain_batch_norm(x, gamma, beta, 1e-5, relu)
+    ours = ops.BatchNormTrain(1e-5, relu)(x, gamma, beta)
+    f = theano.function([x, gamma, beta, dy], list(reference) + list(ours)
+                        + T.grad((reference[0] * dy).sum(), [x, gamma, beta])
+                        + T.grad((ours[0] * dy).sum(), [x, gamma, beta]))
+    xv = (RNG.normal(size=shape) * 2 + 1).astype(np.float32)
+    gv = RNG.normal(size=shape[1]).astype(np.float32)
+    bv = RNG.normal(size=shape[1]).astype(np.float32)
+    out = f(xv, gv, bv, RNG.normal(size=shape).astype(np.float32))
+    for ours_value, reference_value in zip(out[4:8] + out[11:14], out[0:4] + out[8:11]):
+        close(ours_value, reference_value, 1e-5)
+
+
+def test_networks_with_and_without_c_ops_agree(monkeypatch):
+    """PreResNet-8's training loss and gradients, C ops versus plain Theano."""
+    images, labels = T.tensor4(), T.ivector()
+    xv = RNG.normal(size=(6, 3, 32, 32)).astype(np.float32)
+    yv = RNG.integers(0, 10, 6).astype(np.int32)
+    results = []
+    for use_c in (True, False):
+        monkeypatch.setattr(layers, "USE_C_OPS", use_c)
+        lasagne.random.set_rng(np.random.RandomState(0))
+        net = models.build_model("bottleneck", 1, input_var=images)
+        params = get_all_params(net, trainable=True)
+        loss = T.nnet.categorical_crossentropy(get_output(net), labels).mean()
+        f = theano.function([images, labels], [loss] + T.grad(loss, params))
+        results.append(f(xv, yv))
+    for ours, plain in zip(*results):
+        close(np.asarray(ours), np.asarray(plain), 2e-4)

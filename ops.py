@@ -379,7 +379,7 @@ class _COp(Op):
         return ["<omp.h>", "<math.h>", "<string.h>"]
 
     def c_code_cache_version(self):
-        return (2, blas_headers.blas_header_version())
+        return (3, blas_headers.blas_header_version())
 
 
 def _check_float32(*variables):
@@ -444,6 +444,7 @@ class Conv2D(_COp):
     const float *xd = (const float*)PyArray_DATA(xc), *wd = (const float*)PyArray_DATA(wc);
     float *yd = (float*)PyArray_DATA(%(y)s);
     int failed = 0;
+    Py_BEGIN_ALLOW_THREADS  /* the batch worker thread runs meanwhile */
     if (s == 1) {
         const pr_geometry g = pr_geometry_of(C, H, W, k);
         const size_t per_thread = (size_t)C * g.plane + (size_t)M * g.Qr;
@@ -485,6 +486,7 @@ class Conv2D(_COp):
         } else failed = 1;
         free(buffers);
     }
+    Py_END_ALLOW_THREADS
     if (failed) {
         PyErr_NoMemory(); Py_DECREF(xc); Py_DECREF(wc); %(fail)s
     }
@@ -545,6 +547,7 @@ class Conv2DGrad(_COp):
     const float *dyd = (const float*)PyArray_DATA(dyc);
     float *dxd = (float*)PyArray_DATA(%(dx)s), *dwd = (float*)PyArray_DATA(%(dw)s);
     int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
     /* per-thread kernel gradients, added in thread order at the end */
     double *dw_parts = (double*)calloc((size_t)threads * M * K, sizeof(double));
     if (!dw_parts) failed = 1;
@@ -612,6 +615,7 @@ class Conv2DGrad(_COp):
         }
     }
     free(dw_parts);
+    Py_END_ALLOW_THREADS
     if (failed) { PyErr_NoMemory(); %(release)s %(fail)s }
     %(release)s
     }
@@ -686,6 +690,7 @@ class BatchNormTrain(_COp):
     float *yd = (float*)PyArray_DATA(%(y)s), *md = (float*)PyArray_DATA(%(mean)s);
     float *id = (float*)PyArray_DATA(%(inv_std)s), *vd = (float*)PyArray_DATA(%(var)s);
     const double n = (double)B * P;
+    Py_BEGIN_ALLOW_THREADS
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; ++c) {
         double sum = 0, sum_sq = 0;
@@ -710,6 +715,7 @@ class BatchNormTrain(_COp):
             }
         }
     }
+    Py_END_ALLOW_THREADS
     %(release)s
     }
     }""") % locals()
@@ -757,6 +763,7 @@ class BatchNormTrainGrad(_COp):
     float *dxd = (float*)PyArray_DATA(%(dx)s);
     float *dgd = (float*)PyArray_DATA(%(dgamma)s), *dbd = (float*)PyArray_DATA(%(dbeta)s);
     const double n = (double)B * P;
+    Py_BEGIN_ALLOW_THREADS
     #pragma omp parallel
     {
     float *gx = (float*)malloc(sizeof(float) * 2 * (P > 0 ? P : 1));
@@ -792,6 +799,7 @@ class BatchNormTrainGrad(_COp):
     }
     free(gx);
     }
+    Py_END_ALLOW_THREADS
     %(release)s
     }
     }""") % locals()

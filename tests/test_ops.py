@@ -93,3 +93,31 @@ def test_networks_with_and_without_c_ops_agree(monkeypatch):
         results.append(f(xv, yv))
     for ours, plain in zip(*results):
         close(np.asarray(ours), np.asarray(plain), 2e-4)
+
+
+def test_ops_release_the_gil_so_the_batch_worker_overlaps_the_step():
+    """Theano's own ops hold the GIL; ours release it while they compute, so
+    the batch worker thread builds the next batches during the step."""
+    import time
+    import training
+    x, w = T.tensor4(), T.tensor4()
+    step = theano.function([x, w], ops.Conv2D(1)(x, w))  # one C call, no Python inside
+    xv = RNG.normal(size=(128, 32, 32, 32)).astype(np.float32)
+    wv = RNG.normal(size=(32, 32, 3, 3)).astype(np.float32)
+    step(xv, wv)
+    finished = []
+
+    def make(i):
+        data = np.random.default_rng(i).normal(size=100000)
+        for _ in range(20):  # Python between numpy calls: needs the GIL often
+            data = data * 1.0001
+        finished.append(time.perf_counter())
+        return i
+
+    windows = []
+    for _ in training.Prefetcher(make, range(12), depth=2):
+        start = time.perf_counter()
+        step(xv, wv)
+        windows.append((start + 0.005, time.perf_counter() - 0.005))
+    during = [t for t in finished if any(a < t < b for a, b in windows)]
+    assert len(during) >= 3

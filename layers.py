@@ -32,8 +32,10 @@ USE_C_OPS = True
 
 
 def c_ops_apply(*variables):
-    """Whether the C ops of ops.py can compute with these variables."""
-    return (USE_C_OPS and "openblas" in theano.config.blas.ldflags
+    """Whether the C ops of ops.py (CPU, float32, OpenBLAS) can compute with
+    these variables. On a GPU device Theano's own ops run (cuDNN)."""
+    on_cpu = not theano.config.device.startswith(("cuda", "gpu", "opencl"))
+    return (USE_C_OPS and on_cpu and "openblas" in theano.config.blas.ldflags
             and all(v.dtype == "float32" for v in variables))
 
 
@@ -165,8 +167,11 @@ class BatchNormLayer(Layer):
         if deterministic:
             inv_std = (self.spread if self.running == "inv_std"
                        else T.inv(T.sqrt(self.spread + self.epsilon)))
-            return self._finish((input - channel(self.mean)) * channel(self.gamma * inv_std)
-                                + channel(self.beta))
+            scale = self.gamma * inv_std
+            shift = self.beta - self.mean * scale
+            if c_ops_apply(input, scale, shift):
+                return ops.ScaleShift(self.relu)(input, scale, shift)
+            return self._finish(input * channel(scale) + channel(shift))
 
         # Clones share the parameters' storage; their default_update makes every
         # function compiled from this output update the running averages.

@@ -803,3 +803,68 @@ class BatchNormTrainGrad(_COp):
     %(release)s
     }
     }""") % locals()
+
+
+# =============================================================================
+# Batch normalisation (+ ReLU) at inference: a per-channel affine map
+
+
+class ScaleShift(_COp):
+    """``x * scale[c] + shift[c]`` per channel, then (``relu=True``) clamped at
+    zero: batch normalisation with running averages folded into ``scale``
+    and ``shift``. One parallel pass (Theano's own elementwise loop runs on one
+    core)."""
+
+    __props__ = ("relu",)
+
+    def __init__(self, relu):
+        self.relu = bool(relu)
+
+    def make_node(self, x, scale, shift):
+        x, scale, shift = (T.as_tensor_variable(v) for v in (x, scale, shift))
+        _check_float32(x, scale, shift)
+        return Apply(self, [x, scale, shift], [x.type()])
+
+    def infer_shape(self, node, shapes):
+        return [shapes[0]]
+
+    def grad(self, inputs, output_grads):
+        x, scale, shift = inputs
+        (dy,) = output_grads
+        if self.relu:
+            dy = dy * T.gt(self(x, scale, shift), 0)
+        axes = (0, 2, 3)
+        return [dy * scale.dimshuffle("x", 0, "x", "x"), (dy * x).sum(axes), dy.sum(axes)]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        x, scale, shift = inputs
+        (y,) = outputs
+        fail = sub["fail"]
+        relu = int(self.relu)
+        release = "Py_DECREF(xc); Py_DECREF(sc); Py_DECREF(hc); "
+        return ("{" + _contiguous("xc", x, fail)
+                + _contiguous("sc", scale, "Py_DECREF(xc); " + fail)
+                + _contiguous("hc", shift, "Py_DECREF(xc); Py_DECREF(sc); " + fail) + """
+    {
+    const int B = PyArray_DIMS(xc)[0], C = PyArray_DIMS(xc)[1];
+    const long P = (long)PyArray_DIMS(xc)[2] * PyArray_DIMS(xc)[3];
+    """ + _output(y, 4, ["B", "C", "PyArray_DIMS(xc)[2]", "PyArray_DIMS(xc)[3]"],
+                  release + fail) + """
+    const float *xd = (const float*)PyArray_DATA(xc);
+    const float *sd = (const float*)PyArray_DATA(sc), *hd = (const float*)PyArray_DATA(hc);
+    float *yd = (float*)PyArray_DATA(%(y)s);
+    Py_BEGIN_ALLOW_THREADS
+    #pragma omp parallel for schedule(static)
+    for (long seg = 0; seg < (long)B * C; ++seg) {
+        const float a = sd[seg %% C], b = hd[seg %% C];
+        const float *in = xd + seg * P;
+        float *out = yd + seg * P;
+        for (long q = 0; q < P; ++q) {
+            const float z = in[q] * a + b;
+            out[q] = (%(relu)d && z < 0.f) ? 0.f : z;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    %(release)s
+    }
+    }""") % locals()

@@ -27,6 +27,7 @@ from lasagne.layers import get_all_params, get_output, count_params
 from lasagne.objectives import categorical_crossentropy
 from lasagne.regularization import l2, regularize_network_params
 
+import layers
 import models
 import utils
 from utils import UserError
@@ -585,7 +586,11 @@ def library_versions():
             "theano_flags": {"floatX": theano.config.floatX,
                              "device": theano.config.device,
                              "blas.ldflags": theano.config.blas.ldflags,
-                             "openmp": theano.config.openmp}}
+                             "openmp": theano.config.openmp},
+            # ops.py's C ops use this many threads (their kernel gradients
+            # are summed per thread: the same count gives the same bits).
+            "omp_threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count()),
+            "c_ops": layers.c_ops_apply(T.fvector())}
 
 
 def split_data(data, recipe, limit, seed):

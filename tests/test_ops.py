@@ -78,7 +78,8 @@ def test_batch_norm_matches_plain_theano(shape, relu):
 
 
 def test_networks_with_and_without_c_ops_agree(monkeypatch):
-    """PreResNet-8's training loss and gradients, C ops versus plain Theano."""
+    """A bottleneck net's loss, gradients (training mode; running averages
+    updated) and predictions (inference mode), C ops versus plain Theano."""
     images, labels = T.tensor4(), T.ivector()
     xv = RNG.normal(size=(6, 3, 32, 32)).astype(np.float32)
     yv = RNG.integers(0, 10, 6).astype(np.int32)
@@ -90,7 +91,8 @@ def test_networks_with_and_without_c_ops_agree(monkeypatch):
         params = get_all_params(net, trainable=True)
         loss = T.nnet.categorical_crossentropy(get_output(net), labels).mean()
         f = theano.function([images, labels], [loss] + T.grad(loss, params))
-        results.append(f(xv, yv))
+        predict = theano.function([images], get_output(net, deterministic=True))
+        results.append(f(xv, yv) + [predict(xv)])
     for ours, plain in zip(*results):
         close(np.asarray(ours), np.asarray(plain), 2e-4)
 
@@ -121,3 +123,20 @@ def test_ops_release_the_gil_so_the_batch_worker_overlaps_the_step():
         windows.append((start + 0.005, time.perf_counter() - 0.005))
     during = [t for t in finished if any(a < t < b for a, b in windows)]
     assert len(during) >= 3
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_scale_shift_matches_plain_theano(relu):
+    x, scale, shift, dy = T.tensor4(), T.vector(), T.vector(), T.tensor4()
+    plain = x * scale.dimshuffle("x", 0, "x", "x") + shift.dimshuffle("x", 0, "x", "x")
+    plain = T.nnet.relu(plain) if relu else plain
+    ours = ops.ScaleShift(relu)(x, scale, shift)
+    f = theano.function([x, scale, shift, dy], [plain, ours]
+                        + T.grad((plain * dy).sum(), [x, scale, shift])
+                        + T.grad((ours * dy).sum(), [x, scale, shift]))
+    shape = (5, 7, 4, 3)
+    out = f(RNG.normal(size=shape).astype(np.float32), RNG.normal(size=7).astype(np.float32),
+            RNG.normal(size=7).astype(np.float32), RNG.normal(size=shape).astype(np.float32))
+    close(out[1], out[0], 1e-6)
+    for ours_grad, plain_grad in zip(out[5:8], out[2:5]):
+        close(ours_grad, plain_grad, 1e-5)

@@ -140,6 +140,7 @@ RUN curl -fsSL "https://repo.anaconda.com/miniconda/$MINICONDA" -o /tmp/minicond
         numpy=1.23.5 \
         scipy=1.10.1 \
         matplotlib-base=3.7.3 \
+        libblas=3.9.0=*_openblas \
         libopenblas=0.3.21 \
         libgpuarray=0.7.6 \
         pygpu=0.7.6 \
@@ -161,7 +162,11 @@ RUN useradd --uid 1000 --user-group --no-create-home --home-dir /tmp runner \
 # Theano: the GPU, float32, cuDNN required (dnn.enabled=True fails loudly
 # instead of silently falling back to slow convolutions), the CUDA headers
 # cudnn.h includes (cuda.root), cuDNN where libcudnn7-dev puts it, 90 % of
-# the GPU's memory preallocated, and conda's OpenBLAS for the CPU parts.
+# the GPU's memory preallocated, and conda's BLAS (OpenBLAS behind the
+# standard libblas name) for the CPU parts. blas.ldflags names -lblas, not
+# -lopenblas, on purpose: the project's CPU-only C ops (ops.py, on main since
+# this image was written) switch themselves on when "openblas" appears there,
+# and on the GPU the convolutions must stay Theano's, which become cuDNN ones.
 # theano/configdefaults.py (1.0.5) documents each flag. A later THEANO_FLAGS
 # entry overrides an earlier one: append yours to this value.
 ENV PATH=/opt/env/bin:/usr/local/cuda/bin:$PATH \
@@ -169,7 +174,7 @@ ENV PATH=/opt/env/bin:/usr/local/cuda/bin:$PATH \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     NVIDIA_REQUIRE_CUDA="cuda>=10.0" \
-    THEANO_FLAGS="device=cuda,floatX=float32,dnn.enabled=True,cuda.root=/usr/local/cuda,dnn.include_path=/usr/include,dnn.library_path=/usr/lib/x86_64-linux-gnu,gpuarray.preallocate=0.9,base_compiledir=/cache/theano,blas.ldflags=-L/opt/env/lib -lopenblas" \
+    THEANO_FLAGS="device=cuda,floatX=float32,dnn.enabled=True,cuda.root=/usr/local/cuda,dnn.include_path=/usr/include,dnn.library_path=/usr/lib/x86_64-linux-gnu,gpuarray.preallocate=0.9,base_compiledir=/cache/theano,blas.ldflags=-L/opt/env/lib -lblas" \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -317,6 +317,9 @@ def test_gpu_theano_flags_select_the_gpu_and_cudnn():
     for key in ("dnn.include_path", "dnn.library_path", "cuda.root", "blas.ldflags"):
         assert flags.get(key), key
     assert flags["dnn.enabled"] == "True"  # no silent fallback to slow convolutions
+    # layers.py's CPU C ops (ops.py) turn on when "openblas" is in blas.ldflags;
+    # on the GPU the convolutions must stay Theano's, which become cuDNN's.
+    assert "openblas" not in flags["blas.ldflags"]
 
 
 def test_both_targets_share_the_volume_layout_and_signal_handling():

@@ -1,0 +1,187 @@
+# Pre-activation ResNets / Wide ResNets on CIFAR in Theano + Lasagne: two images.
+#
+#   docker build --target cpu -t preresnet:cpu .   # Debian 12, Python 3.11, requirements.txt
+#   docker build --target gpu -t preresnet:gpu .   # Ubuntu 18.04, CUDA 10.0, cuDNN 7.6.5, Python 3.8
+#
+# Both run `python train_nn.py ...` / `python test_model.py ...` exactly as on a
+# host, as an unprivileged user (uid 1000), in /app. Three folders are volumes,
+# so a stopped container's run can be resumed by a new one:
+#   /app/data      CIFAR (downloaded there on first use) and published weights
+#   /app/runs      run folders (checkpoints, logs, weights)
+#   /cache/theano  Theano's compiled C code (base_compiledir)
+# Nothing is downloaded at run time except the dataset. See README.md, "Docker".
+#
+# Only the `cpu` target has been built and run (docker/check.sh); the `gpu`
+# target is written to the same standard but has never been built: the
+# machine this project is developed on has no GPU and reaches no image
+# registry, NVIDIA server or conda channel. tests/test_dockerfile.py checks
+# that every version below is pinned.
+
+# ----------------------------------------------------------------------------
+# cpu: the host install, in a container. `FROM debian:bookworm-slim` follows
+# Debian 12's point releases (security fixes; same Python 3.11, g++ 12); what
+# fixes the numbers is requirements.txt, installed exactly as on a host.
+FROM debian:bookworm-slim AS cpu
+
+# g++ and the Python headers: Theano compiles C code at run time.
+# tini: PID 1 that forwards `docker stop`'s SIGTERM to Python, whose handler
+# saves a checkpoint (exit 143). No libopenblas: like a host install,
+# compat.py links Theano to the OpenBLAS bundled in scipy's wheel.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates g++ python3 python3-dev python3-venv tini \
+ && rm -rf /var/lib/apt/lists/*
+
+COPY requirements.txt /tmp/requirements.txt
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check \
+        -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
+
+# The project: read-only for the user; data/, runs/ and the Theano cache are
+# the user's (uid 1000, or any uid given with --user when they are bind mounts).
+COPY . /app
+RUN useradd --uid 1000 --user-group --no-create-home --home-dir /tmp runner \
+ && mkdir -p /app/data/weights /app/runs /cache/theano \
+ && chown -R runner:runner /app/data /app/runs /cache \
+ && /opt/venv/bin/python -m compileall -q /app
+
+# THEANO_FLAGS sets only the cache location: compat.py adds floatX=float32 and
+# blas.ldflags itself (as on a host). HOME and MPLCONFIGDIR point to /tmp so
+# that any --user works without a home directory.
+ENV PATH=/opt/venv/bin:$PATH \
+    THEANO_FLAGS=base_compiledir=/cache/theano \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTEST_ADDOPTS="-p no:cacheprovider"
+WORKDIR /app
+VOLUME ["/app/data", "/app/runs", "/cache/theano"]
+USER runner
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["python", "train_nn.py", "--help"]
+
+
+# ----------------------------------------------------------------------------
+# gpu: Theano 1.0.5's GPU backend (libgpuarray/pygpu 0.7.6) with CUDA 10.0 and
+# cuDNN 7.6.5, for GPUs of compute capability 3.0 to 7.5 (Kepler to Turing).
+#
+# NVIDIA deleted the nvidia/cuda:10.0-cudnn7-* images in 2023, so this stage
+# rebuilds what they held from parts that are still published:
+# - Ubuntu 18.04, its final dated image (ubuntu:bionic-20230530, listed in
+#   the docker-library "ubuntu" tags);
+# - CUDA 10.0 and cuDNN 7.6.5 from NVIDIA's Ubuntu 18.04 apt repositories,
+#   the packages and versions NVIDIA's own 10.0-cudnn7 Dockerfiles installed
+#   (gitlab.com/nvidia/container-images/cuda); the repositories' signing keys
+#   are checked against their published fingerprints (3bf863cc, the key since
+#   April 2022, and 7fa2af80, the machine-learning repository's);
+# - Miniconda 23.10.0-1 (installer sha256 as listed in the Miniconda
+#   documentation's hash table) for a Python 3.8 environment from conda-forge:
+#   pygpu/libgpuarray 0.7.6 are not on PyPI (conda-forge builds
+#   pygpu-0.7.6-py38*_1003, Nov 2021), and numpy 1.23.5, the version the cpu
+#   image uses, needs Python >= 3.8;
+# - Theano 1.0.5 and Lasagne 0.1 from PyPI, as in requirements.txt (the
+#   project's layers are its own, identical on Lasagne 0.1 and master).
+FROM ubuntu:bionic-20230530 AS gpu
+
+ARG CUDA_REPO=https://developer.download.nvidia.com/compute/cuda/repos/ubuntu1804/x86_64
+ARG ML_REPO=https://developer.download.nvidia.com/compute/machine-learning/repos/ubuntu1804/x86_64
+ARG CUDA_KEY_FPR=EB693B3035CD5710E231E123A4B469963BF863CC
+ARG ML_KEY_FPR=AE09FE4BBD223A84B2CCFCE3F60F4B3D7FA2AF80
+ARG CUDA_PKG=10.0.130-1
+ARG CUDNN_PKG=7.6.5.32-1+cuda10.0
+
+# g++ 7.5 compiles Theano's C and cuDNN ops against the CUDA 10.0 headers.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates curl gnupg g++ \
+ && curl -fsSL "$CUDA_REPO/3bf863cc.pub" -o /tmp/cuda.pub \
+ && curl -fsSL "$ML_REPO/7fa2af80.pub" -o /tmp/ml.pub \
+ && gpg --dearmor < /tmp/cuda.pub > /etc/apt/trusted.gpg.d/nvidia-cuda.gpg \
+ && gpg --dearmor < /tmp/ml.pub > /etc/apt/trusted.gpg.d/nvidia-ml.gpg \
+ && for pair in "nvidia-cuda.gpg:$CUDA_KEY_FPR" "nvidia-ml.gpg:$ML_KEY_FPR"; do \
+        found=$(gpg --batch --no-default-keyring --keyring "/etc/apt/trusted.gpg.d/${pair%%:*}" \
+                    --with-colons --fingerprint | awk -F: '$1 == "fpr" {print $10; exit}'); \
+        [ "$found" = "${pair#*:}" ] || { echo "NVIDIA key ${pair%%:*}: fingerprint $found, expected ${pair#*:}" >&2; exit 1; }; \
+    done \
+ && echo "deb $CUDA_REPO /" > /etc/apt/sources.list.d/cuda.list \
+ && echo "deb $ML_REPO /" > /etc/apt/sources.list.d/nvidia-ml.list \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        cuda-minimal-build-10-0=$CUDA_PKG \
+        cuda-cudart-dev-10-0=$CUDA_PKG \
+        cuda-nvrtc-dev-10-0=$CUDA_PKG \
+        cuda-cublas-dev-10-0=$CUDA_PKG \
+        libcudnn7=$CUDNN_PKG \
+        libcudnn7-dev=$CUDNN_PKG \
+ && apt-mark hold libcudnn7 libcudnn7-dev \
+ && ln -sfn cuda-10.0 /usr/local/cuda \
+ && echo /usr/local/cuda/lib64 > /etc/ld.so.conf.d/cuda-10-0.conf \
+ && ldconfig \
+ && rm -rf /var/lib/apt/lists/* /tmp/*.pub
+
+# libgpuarray dlopen()s the unversioned libcuda.so, libnvrtc.so and
+# libcublas.so. The -dev packages above provide the last two; libcuda comes
+# from the host driver at run time (NVIDIA Container Toolkit, which mounts
+# libcuda.so.1): this fallback link, last on the search path, covers hosts
+# where only libcuda.so.1 is mounted.
+RUN mkdir -p /usr/local/lib/cuda-driver \
+ && ln -s /usr/lib/x86_64-linux-gnu/libcuda.so.1 /usr/local/lib/cuda-driver/libcuda.so
+
+ARG MINICONDA=Miniconda3-py311_23.10.0-1-Linux-x86_64.sh
+ARG MINICONDA_SHA256=d0643508fa49105552c94a523529f4474f91730d3e0d1f168f1700c43ae67595
+RUN curl -fsSL "https://repo.anaconda.com/miniconda/$MINICONDA" -o /tmp/miniconda.sh \
+ && echo "$MINICONDA_SHA256  /tmp/miniconda.sh" | sha256sum -c - \
+ && bash /tmp/miniconda.sh -b -p /opt/conda \
+ && rm /tmp/miniconda.sh \
+ && /opt/conda/bin/conda create -y -p /opt/env --override-channels -c conda-forge \
+        python=3.8.18 \
+        numpy=1.23.5 \
+        scipy=1.10.1 \
+        matplotlib-base=3.7.3 \
+        libblas=3.9.0=*_openblas \
+        libopenblas=0.3.21 \
+        libgpuarray=0.7.6 \
+        pygpu=0.7.6 \
+        six=1.16.0 \
+        pytest=8.3.5 \
+        tini=0.19.0 \
+ && /opt/env/bin/python -m pip install --no-cache-dir --disable-pip-version-check --no-deps \
+        Theano==1.0.5 \
+        Lasagne==0.1 \
+ && /opt/conda/bin/conda list -p /opt/env --explicit > /opt/env/conda-explicit.txt \
+ && /opt/conda/bin/conda clean -afy
+
+COPY . /app
+RUN useradd --uid 1000 --user-group --no-create-home --home-dir /tmp runner \
+ && mkdir -p /app/data/weights /app/runs /cache/theano \
+ && chown -R runner:runner /app/data /app/runs /cache \
+ && /opt/env/bin/python -m compileall -q /app
+
+# Theano: the GPU, float32, cuDNN required (dnn.enabled=True fails loudly
+# instead of silently falling back to slow convolutions), the CUDA headers
+# cudnn.h includes (cuda.root), cuDNN where libcudnn7-dev puts it, 90 % of
+# the GPU's memory preallocated, and conda's BLAS (OpenBLAS behind the
+# standard libblas name) for the CPU parts. blas.ldflags names -lblas, not
+# -lopenblas, on purpose: the project's CPU-only C ops (ops.py, on main since
+# this image was written) switch themselves on when "openblas" appears there,
+# and on the GPU the convolutions must stay Theano's, which become cuDNN ones.
+# theano/configdefaults.py (1.0.5) documents each flag. A later THEANO_FLAGS
+# entry overrides an earlier one: append yours to this value.
+ENV PATH=/opt/env/bin:/usr/local/cuda/bin:$PATH \
+    LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/cuda/lib64:/usr/local/lib/cuda-driver \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NVIDIA_REQUIRE_CUDA="cuda>=10.0" \
+    THEANO_FLAGS="device=cuda,floatX=float32,dnn.enabled=True,cuda.root=/usr/local/cuda,dnn.include_path=/usr/include,dnn.library_path=/usr/lib/x86_64-linux-gnu,gpuarray.preallocate=0.9,base_compiledir=/cache/theano,blas.ldflags=-L/opt/env/lib -lblas" \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTEST_ADDOPTS="-p no:cacheprovider"
+WORKDIR /app
+VOLUME ["/app/data", "/app/runs", "/cache/theano"]
+USER runner
+ENTRYPOINT ["/opt/env/bin/tini", "--"]
+CMD ["python", "train_nn.py", "--help"]

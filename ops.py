@@ -134,40 +134,50 @@ static void pr_images_to_rows(const float *y, int M, long P, int b0, int nb, flo
    q + i * Wp + j: every tap is a contiguous vector load. Outputs are computed
    on this padded grid (the 2p extra columns per row are discarded), in
    register tiles of MB output channels x PB vectors of pixels: no im2col
-   buffer, no BLAS packing, each input vector feeds MB fused multiply-adds. */
+   buffer, no BLAS packing, each input vector feeds MB fused multiply-adds.
+   1x1 kernels need no padding: when the image fills whole tiles they read
+   the input and write the output in place, without copies. */
 #if defined(__AVX512F__)
 #define PR_VW 16
-#define PR_MB 8
-#define PR_WMB 6
+#define PR_MB2 8      /* tile of 8 channels x 2 vectors */
+#define PR_MB1 16     /* tile of 16 channels x 1 vector: less rounding on small images */
+#define PR_WMB 6      /* kernel-gradient tile: 6 channels x 3 taps */
 #else
 #define PR_VW 8
-#define PR_MB 4
+#define PR_MB2 4
+#define PR_MB1 8
 #define PR_WMB 3
 #endif
-#define PR_PB 2
 typedef float pr_vec __attribute__((vector_size(PR_VW * 4), aligned(4)));
 
 typedef struct {
     int C, H, W, k, p, Wp, taps;
+    int pb, mb;             /* the tile: mb channels x pb vectors */
+    int in_place;           /* 1x1 over whole tiles: no padded copies */
     long Q, Qr, plane;      /* outputs on the padded grid, rounded up; plane size */
     long off[9];            /* tap offsets */
 } pr_geometry;
+
+static long pr_round(long n, long to) { return (n + to - 1) / to * to; }
 
 static pr_geometry pr_geometry_of(int C, int H, int W, int k) {
     pr_geometry g;
     g.C = C; g.H = H; g.W = W; g.k = k; g.p = k / 2; g.Wp = W + 2 * g.p; g.taps = k * k;
     g.Q = (long)H * g.Wp;
-    g.Qr = (g.Q + PR_PB * PR_VW - 1) / (PR_PB * PR_VW) * (PR_PB * PR_VW);
-    g.plane = g.Qr + (long)(k - 1) * (g.Wp + 1);
-    g.plane = (g.plane + PR_VW - 1) / PR_VW * PR_VW;
+    /* two-vector tiles unless they would compute more rounding than one-vector ones */
+    g.pb = pr_round(g.Q, 2 * PR_VW) > pr_round(g.Q, PR_VW) ? 1 : 2;
+    g.mb = g.pb == 2 ? PR_MB2 : PR_MB1;
+    g.Qr = pr_round(g.Q, g.pb * PR_VW);
+    g.in_place = (k == 1 && g.Qr == g.Q);
+    g.plane = g.in_place ? g.Q : pr_round(g.Qr + (long)(k - 1) * (g.Wp + 1), PR_VW);
     for (int i = 0; i < k; ++i)
         for (int j = 0; j < k; ++j) g.off[i * k + j] = (long)i * g.Wp + j;
     return g;
 }
 
 /* Zero-padded copy of one (C, H, W) image into C planes of g.plane floats. */
-static void pr_pad(const float *src, const pr_geometry *g, float *dst) {
-    for (int c = 0; c < g->C; ++c) {
+static void pr_pad(const float *src, int C, const pr_geometry *g, float *dst) {
+    for (int c = 0; c < C; ++c) {
         float *d = dst + (long)c * g->plane;
         memset(d, 0, sizeof(float) * g->plane);
         for (int h = 0; h < g->H; ++h)
@@ -184,16 +194,17 @@ static void pr_unpad(const float *out, int M, const pr_geometry *g, float *dst) 
                    sizeof(float) * g->W);
 }
 
-/* Kernels packed for the tiles: block of MB output channels, then [c][tap][mm];
-   the last M % MB channels in blocks of one. flip_transpose packs the kernel of
-   the input gradient: out channel c, in channel m, taps reversed. */
-static void pr_pack(const float *w, int M, int C, int k, int flip_transpose, float *packed) {
-    const int taps = k * k;
+/* Kernels packed for the tiles: blocks of g->mb output channels, then
+   [c][tap][mm]; the last channels in blocks of one. flip_transpose packs the
+   kernel of the input gradient: out channel c, in channel m, taps reversed. */
+static void pr_pack(const float *w, int M, int C, const pr_geometry *g, int flip_transpose,
+                    float *packed) {
+    const int taps = g->taps;
     const int Mo = flip_transpose ? C : M, Ci = flip_transpose ? M : C;
     long index = 0;
     int m0 = 0;
     while (m0 < Mo) {
-        const int mb = (Mo - m0 >= PR_MB) ? PR_MB : 1;
+        const int mb = (Mo - m0 >= g->mb) ? g->mb : 1;
         for (int c = 0; c < Ci; ++c)
             for (int t = 0; t < taps; ++t)
                 for (int mm = 0; mm < mb; ++mm) {
@@ -206,105 +217,140 @@ static void pr_pack(const float *w, int M, int C, int k, int flip_transpose, flo
     }
 }
 
-#define PR_TILE(MB)                                                                    \
-static inline void pr_tile_##MB(const float *xpad, int Ci, long plane, const long *off, \
-                                int taps, const float *wb, long q0, float *out, long Qr) {\
-    pr_vec acc[MB][PR_PB];                                                             \
+#define PR_TILE(MB, PB)                                                                \
+static inline void pr_tile_##MB##_##PB(const float *xpad, int Ci, long plane,          \
+                                       const long *off, int taps, const float *wb,     \
+                                       long q0, float *out, long Qr) {                 \
+    pr_vec acc[MB][PB];                                                                \
     for (int mm = 0; mm < MB; ++mm)                                                    \
-        for (int pb = 0; pb < PR_PB; ++pb) acc[mm][pb] = (pr_vec){0};                  \
+        for (int pb = 0; pb < PB; ++pb) acc[mm][pb] = (pr_vec){0};                     \
     for (int c = 0; c < Ci; ++c) {                                                     \
         const float *xc = xpad + (long)c * plane + q0;                                 \
         for (int t = 0; t < taps; ++t, wb += MB) {                                     \
-            pr_vec in[PR_PB];                                                          \
-            for (int pb = 0; pb < PR_PB; ++pb)                                         \
+            pr_vec in[PB];                                                             \
+            for (int pb = 0; pb < PB; ++pb)                                            \
                 in[pb] = *(const pr_vec*)(xc + off[t] + pb * PR_VW);                   \
             for (int mm = 0; mm < MB; ++mm)                                            \
-                for (int pb = 0; pb < PR_PB; ++pb) acc[mm][pb] += in[pb] * wb[mm];      \
+                for (int pb = 0; pb < PB; ++pb) acc[mm][pb] += in[pb] * wb[mm];         \
         }                                                                              \
     }                                                                                  \
     for (int mm = 0; mm < MB; ++mm)                                                    \
-        for (int pb = 0; pb < PR_PB; ++pb)                                             \
+        for (int pb = 0; pb < PB; ++pb)                                                \
             *(pr_vec*)(out + (long)mm * Qr + q0 + pb * PR_VW) = acc[mm][pb];           \
 }
-PR_TILE(PR_MB)
-PR_TILE(1)
+PR_TILE(PR_MB2, 2)
+PR_TILE(1, 2)
+PR_TILE(PR_MB1, 1)
+PR_TILE(1, 1)
 
 /* out (Mo planes of Qr) = correlation of the padded image with packed kernels. */
 static void pr_direct(const float *xpad, int Ci, int Mo, const pr_geometry *g,
                       const float *packed, float *out) {
     int m0 = 0;
     long wofs = 0;
+    const long step = (long)g->pb * PR_VW;
     while (m0 < Mo) {
-        const int mb = (Mo - m0 >= PR_MB) ? PR_MB : 1;
-        for (long q0 = 0; q0 < g->Qr; q0 += PR_PB * PR_VW) {
-            if (mb == PR_MB)
-                pr_tile_PR_MB(xpad, Ci, g->plane, g->off, g->taps, packed + wofs, q0,
-                              out + (long)m0 * g->Qr, g->Qr);
-            else
-                pr_tile_1(xpad, Ci, g->plane, g->off, g->taps, packed + wofs, q0,
-                          out + (long)m0 * g->Qr, g->Qr);
+        const int mb = (Mo - m0 >= g->mb) ? g->mb : 1;
+        const float *wb = packed + wofs;
+        float *o = out + (long)m0 * g->Qr;
+        for (long q0 = 0; q0 < g->Qr; q0 += step) {
+            if (g->pb == 2) {
+                if (mb > 1) pr_tile_PR_MB2_2(xpad, Ci, g->plane, g->off, g->taps, wb, q0, o, g->Qr);
+                else pr_tile_1_2(xpad, Ci, g->plane, g->off, g->taps, wb, q0, o, g->Qr);
+            } else {
+                if (mb > 1) pr_tile_PR_MB1_1(xpad, Ci, g->plane, g->off, g->taps, wb, q0, o, g->Qr);
+                else pr_tile_1_1(xpad, Ci, g->plane, g->off, g->taps, wb, q0, o, g->Qr);
+            }
         }
         wofs += (long)mb * Ci * g->taps;
         m0 += mb;
     }
 }
 
-/* Kernel gradient of one image: dw[m][c][t] += sum_q dy[m][q] xpad[c][q + off[t]],
+/* Kernel gradient of nb images: dw[m][c][t] += sum_img sum_q dy[m][q] xpad[c][q + off[t]],
    dy given padded like an input (its zero border makes the padded grid's extra
-   columns contribute nothing). Tiles of WMB channels x one kernel row of taps. */
+   columns contribute nothing). Tiles of MB channels x TB taps keep their sums
+   in registers across all nb images, so the lanes are added up once per
+   chunk, not once per image (small images would spend more time there than
+   in the multiply-adds). */
 #define PR_WTILE(MB, TB)                                                               \
-static inline void pr_wtile_##MB##_##TB(const float *dy, const float *xc, long plane,  \
-                                        const long *off, long Qr, double *sums) {     \
+static inline void pr_wtile_##MB##_##TB(const float *dy, long dstride, const float *xc,\
+                                        long xstride, int nb, long plane,              \
+                                        const long *off, long Qr, float *sums) {       \
     pr_vec acc[MB][TB];                                                                \
     for (int mm = 0; mm < MB; ++mm)                                                    \
         for (int tb = 0; tb < TB; ++tb) acc[mm][tb] = (pr_vec){0};                     \
-    for (long q = 0; q < Qr; q += PR_VW) {                                             \
-        pr_vec in[TB];                                                                 \
-        for (int tb = 0; tb < TB; ++tb) in[tb] = *(const pr_vec*)(xc + off[tb] + q);  \
-        for (int mm = 0; mm < MB; ++mm) {                                              \
-            const pr_vec d = *(const pr_vec*)(dy + (long)mm * plane + q);              \
-            for (int tb = 0; tb < TB; ++tb) acc[mm][tb] += d * in[tb];                 \
+    for (int img = 0; img < nb; ++img, dy += dstride, xc += xstride)                   \
+        for (long q = 0; q < Qr; q += PR_VW) {                                         \
+            pr_vec in[TB];                                                             \
+            for (int tb = 0; tb < TB; ++tb) in[tb] = *(const pr_vec*)(xc + off[tb] + q);\
+            for (int mm = 0; mm < MB; ++mm) {                                          \
+                pr_vec d = *(const pr_vec*)(dy + (long)mm * plane + q);                \
+                __asm__("" : "+v"(d));  /* one load, not one per tap (load-bound) */    \
+                for (int tb = 0; tb < TB; ++tb) acc[mm][tb] += d * in[tb];             \
+            }                                                                          \
         }                                                                              \
-    }                                                                                  \
     for (int mm = 0; mm < MB; ++mm)                                                    \
         for (int tb = 0; tb < TB; ++tb) {                                              \
-            double s = 0;                                                              \
-            for (int l = 0; l < PR_VW; ++l) s += acc[mm][tb][l];                       \
+            pr_vec v = acc[mm][tb];                                                    \
+            float s = 0.f;                                                             \
+            for (int l = 0; l < PR_VW; ++l) s += v[l];                                 \
             sums[mm * TB + tb] = s;                                                    \
         }                                                                              \
 }
 PR_WTILE(PR_WMB, 3)
 PR_WTILE(1, 3)
-PR_WTILE(PR_MB, 1)
+PR_WTILE(PR_WMB, 1)
 PR_WTILE(1, 1)
 
-static void pr_wgrad(const float *dypad, int M, const float *xpad, const pr_geometry *g,
-                     double *dw) {
-    const int k = g->k, taps = g->taps, C = g->C;
+/* xpad: nb images of C planes, dypad: nb images of M planes, both g->plane
+   long; dw: M rows of C * taps doubles. Three taps at a time: one kernel row
+   of a 3x3 kernel, or three input channels of a 1x1 kernel. */
+static void pr_wgrad(const float *dypad, int M, const float *xpad, int nb,
+                     const pr_geometry *g, double *dw) {
+    const int C = g->C;
+    const long xstride = (long)C * g->plane, dstride = (long)M * g->plane;
+    const long row = (long)C * g->taps;
     const float *dy = dypad + (long)g->p * g->Wp + g->p;   /* dy[m][q] for q on the grid */
-    double sums[PR_MB * 3];
-    for (int c = 0; c < C; ++c)
-        for (int i = 0; i < k; ++i) {
-            const float *xc = xpad + (long)c * g->plane;
-            const long *off = g->off + i * k;
+    const long channel_off[3] = {0, g->plane, 2 * g->plane};
+    float sums[PR_WMB * 3];
+    const int groups = g->k == 3 ? C * 3 : (C + 2) / 3;
+    for (int group = 0; group < groups; ++group) {
+        const float *xc;
+        const long *off;
+        long col;
+        int tb;
+        if (g->k == 3) {
+            const int c = group / 3, i = group % 3;
+            xc = xpad + (long)c * g->plane; off = g->off + 3 * i; col = (long)c * 9 + 3 * i;
+            tb = 3;
+        } else {
+            const int c = group * 3;
+            xc = xpad + (long)c * g->plane; off = channel_off; col = c;
+            tb = C - c >= 3 ? 3 : 1;
+        }
+        for (int part = 0; part < (tb == 3 ? 1 : C - (int)col); ++part) {
+            const float *xs = xc + (long)part * g->plane;
             int m0 = 0;
             while (m0 < M) {
-                const int wide = (k == 3) ? PR_WMB : PR_MB;
-                const int mb = (M - m0 >= wide) ? wide : 1;
+                const int mb = (M - m0 >= PR_WMB) ? PR_WMB : 1;
                 const float *d = dy + (long)m0 * g->plane;
-                if (k == 3) {
-                    if (mb > 1) pr_wtile_PR_WMB_3(d, xc, g->plane, off, g->Qr, sums);
-                    else pr_wtile_1_3(d, xc, g->plane, off, g->Qr, sums);
+                if (tb == 3) {
+                    if (mb > 1) pr_wtile_PR_WMB_3(d, dstride, xs, xstride, nb, g->plane, off,
+                                                  g->Qr, sums);
+                    else pr_wtile_1_3(d, dstride, xs, xstride, nb, g->plane, off, g->Qr, sums);
                 } else {
-                    if (mb > 1) pr_wtile_PR_MB_1(d, xc, g->plane, off, g->Qr, sums);
-                    else pr_wtile_1_1(d, xc, g->plane, off, g->Qr, sums);
+                    if (mb > 1) pr_wtile_PR_WMB_1(d, dstride, xs, xstride, nb, g->plane, off,
+                                                  g->Qr, sums);
+                    else pr_wtile_1_1(d, dstride, xs, xstride, nb, g->plane, off, g->Qr, sums);
                 }
                 for (int mm = 0; mm < mb; ++mm)
-                    for (int j = 0; j < k; ++j)
-                        dw[((long)(m0 + mm) * C + c) * taps + i * k + j] += sums[mm * k + j];
+                    for (int j = 0; j < tb; ++j)
+                        dw[(long)(m0 + mm) * row + col + part + j] += sums[mm * tb + j];
                 m0 += mb;
             }
         }
+    }
 }
 
 /* Images per chunk: the im2col buffer near chunk_bytes, at least one image,
@@ -379,7 +425,7 @@ class _COp(Op):
         return ["<omp.h>", "<math.h>", "<string.h>"]
 
     def c_code_cache_version(self):
-        return (3, blas_headers.blas_header_version())
+        return (7, blas_headers.blas_header_version())
 
 
 def _check_float32(*variables):
@@ -447,18 +493,24 @@ class Conv2D(_COp):
     Py_BEGIN_ALLOW_THREADS  /* the batch worker thread runs meanwhile */
     if (s == 1) {
         const pr_geometry g = pr_geometry_of(C, H, W, k);
-        const size_t per_thread = (size_t)C * g.plane + (size_t)M * g.Qr;
+        const size_t per_thread = g.in_place ? 1 : (size_t)C * g.plane + (size_t)M * g.Qr;
         float *packed = (float*)malloc(sizeof(float) * M * K);
         float *buffers = (float*)malloc(sizeof(float) * threads * per_thread);
         if (packed && buffers) {
-            pr_pack(wd, M, C, k, 0, packed);
+            pr_pack(wd, M, C, &g, 0, packed);
             #pragma omp parallel for schedule(static)
             for (int b = 0; b < B; ++b) {
-                float *xpad = buffers + (size_t)omp_get_thread_num() * per_thread;
-                float *out = xpad + (size_t)C * g.plane;
-                pr_pad(xd + (long)b * C * H * W, &g, xpad);
-                pr_direct(xpad, C, M, &g, packed, out);
-                pr_unpad(out, M, &g, yd + (long)b * M * H * W);
+                const float *image = xd + (long)b * C * H * W;
+                float *result = yd + (long)b * M * H * W;
+                if (g.in_place) {
+                    pr_direct(image, C, M, &g, packed, result);
+                } else {
+                    float *xpad = buffers + (size_t)omp_get_thread_num() * per_thread;
+                    float *out = xpad + (size_t)C * g.plane;
+                    pr_pad(image, C, &g, xpad);
+                    pr_direct(xpad, C, M, &g, packed, out);
+                    pr_unpad(out, M, &g, result);
+                }
             }
         } else failed = 1;
         free(packed); free(buffers);
@@ -553,23 +605,44 @@ class Conv2DGrad(_COp):
     if (!dw_parts) failed = 1;
     else if (s == 1) {
         const pr_geometry g = pr_geometry_of(C, H, W, k);
-        const pr_geometry gy = pr_geometry_of(M, H, W, k);
-        const size_t per_thread = (size_t)(C + M) * g.plane + (size_t)C * g.Qr;
+        /* chunks of images whose padded inputs and output gradients fill about
+           half a core's L2 cache: the kernel-gradient tiles run over all of them */
+        int nb_max = pr_chunk_images(B, (C + M) * g.plane, 1, %(chunk)dL / 2, threads);
+        /* ... but at least 512 positions per chunk, or the lane sums dominate */
+        const int nb_least = (int)((512 + g.Qr - 1) / g.Qr), per_thread_images = (B + threads - 1) / threads;
+        if (nb_max < nb_least) nb_max = nb_least < per_thread_images ? nb_least : per_thread_images;
+        const int chunks = (B + nb_max - 1) / nb_max;
+        const size_t per_thread = g.in_place ? 1
+            : (size_t)nb_max * (C + M) * g.plane + (size_t)C * g.Qr;
         float *packed = (float*)malloc(sizeof(float) * M * K);
         float *buffers = (float*)malloc(sizeof(float) * threads * per_thread);
         if (packed && buffers) {
-            pr_pack(wd, M, C, k, 1, packed);
+            pr_pack(wd, M, C, &g, 1, packed);
             #pragma omp parallel for schedule(static)
-            for (int b = 0; b < B; ++b) {
+            for (int chunk = 0; chunk < chunks; ++chunk) {
                 const int t = omp_get_thread_num();
+                const int b0 = chunk * nb_max, nb = B - b0 < nb_max ? B - b0 : nb_max;
+                double *dw_own = dw_parts + (size_t)t * M * K;
+                if (g.in_place) {
+                    const float *x0 = xd + (long)b0 * C * H * W, *dy0 = dyd + (long)b0 * M * H * W;
+                    pr_wgrad(dy0, M, x0, nb, &g, dw_own);
+                    for (int i = 0; i < nb; ++i)
+                        pr_direct(dy0 + (long)i * M * H * W, M, C, &g, packed,
+                                  dxd + (long)(b0 + i) * C * H * W);
+                    continue;
+                }
                 float *xpad = buffers + (size_t)t * per_thread;
-                float *dypad = xpad + (size_t)C * g.plane;
-                float *out = dypad + (size_t)M * g.plane;
-                pr_pad(xd + (long)b * C * H * W, &g, xpad);
-                pr_pad(dyd + (long)b * M * H * W, &gy, dypad);
-                pr_wgrad(dypad, M, xpad, &g, dw_parts + (size_t)t * M * K);
-                pr_direct(dypad, M, C, &g, packed, out);
-                pr_unpad(out, C, &g, dxd + (long)b * C * H * W);
+                float *dypad = xpad + (size_t)nb_max * C * g.plane;
+                float *out = dypad + (size_t)nb_max * M * g.plane;
+                for (int i = 0; i < nb; ++i) {
+                    pr_pad(xd + (long)(b0 + i) * C * H * W, C, &g, xpad + (size_t)i * C * g.plane);
+                    pr_pad(dyd + (long)(b0 + i) * M * H * W, M, &g, dypad + (size_t)i * M * g.plane);
+                }
+                pr_wgrad(dypad, M, xpad, nb, &g, dw_own);
+                for (int i = 0; i < nb; ++i) {
+                    pr_direct(dypad + (size_t)i * M * g.plane, M, C, &g, packed, out);
+                    pr_unpad(out, C, &g, dxd + (long)(b0 + i) * C * H * W);
+                }
             }
         } else failed = 1;
         free(packed); free(buffers);

@@ -5,7 +5,8 @@ Import this module before anything imports Theano or Lasagne (``models.py``,
 
 1. configures Theano through ``THEANO_FLAGS`` *before* ``import theano``:
    ``floatX=float32`` and a BLAS library to link against, unless the user's
-   ``THEANO_FLAGS`` or ``.theanorc`` already set them. Theano's own BLAS probe
+   ``THEANO_FLAGS`` or ``.theanorc`` already set them, and a compile folder
+   only this user can write to (Theano runs the code it finds there). Theano's own BLAS probe
    reads ``numpy.distutils.__config__.blas_opt_info``, which numpy 1.23 no
    longer has, so without an explicit ``blas.ldflags`` it crashes;
 2. raises Python's recursion limit, because ``theano.grad`` recurses once per
@@ -25,22 +26,19 @@ import glob
 import importlib.util
 import logging
 import os
+import stat
 import sys
+import tempfile
 import types
 import warnings
 
 RECURSION_LIMIT = 10000
 
 
-def _user_theano_keys():
-    """Config keys the user already set, in ``THEANO_FLAGS`` or a ``.theanorc``.
-
-    Keys are normalised to Theano's dotted form (``blas.ldflags``, ``floatX``).
-    """
-    keys = set()
-    for item in os.environ.get("THEANO_FLAGS", "").split(","):
-        if "=" in item:
-            keys.add(item.split("=", 1)[0].strip().replace("__", "."))
+def _user_theano_settings():
+    """Config values the user set, in a ``.theanorc`` or ``THEANO_FLAGS`` (which
+    wins), keyed in Theano's dotted form, lower case (``blas.ldflags``)."""
+    settings = {}
     default_rc = os.pathsep.join(
         os.path.expanduser(p) for p in ("~/.theanorc", "~/.theanorc.txt"))
     for path in os.environ.get("THEANORC", default_rc).split(os.pathsep):
@@ -52,10 +50,14 @@ def _user_theano_keys():
         except configparser.Error:
             continue  # Theano itself will complain about a broken file
         for section in parser.sections():
-            for key in parser[section]:
-                keys.add(key if section == "global" else section + "." + key)
-    # configparser lower-cases keys; Theano's are case-sensitive but unique.
-    return {k.lower() for k in keys}
+            for key, value in parser[section].items():
+                name = key if section == "global" else section + "." + key
+                settings[name.lower()] = value
+    for item in os.environ.get("THEANO_FLAGS", "").split(","):
+        if "=" in item:
+            key, value = item.split("=", 1)
+            settings[key.strip().replace("__", ".").lower()] = value.strip()
+    return settings
 
 
 def find_blas_ldflags():
@@ -79,6 +81,44 @@ def find_blas_ldflags():
     return "-L%s -l:%s" % (libs_dir, os.path.basename(candidates[0]))
 
 
+def _is_private(folder):
+    """True if ``folder`` is a directory of this user that no one else may
+    write to; creates it (mode 0700) if it does not exist."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        status = os.stat(folder)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid()
+            and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def private_compile_folder(configured):
+    """A safe ``base_compiledir`` to use instead of the configured one, or None.
+
+    Theano loads the compiled modules it finds in its compile folder, and
+    unpickles the keys stored next to them: anyone who can write there can run
+    code in this process. The folder is used only if it belongs to this user
+    and nobody else can write to it (Theano's default, ~/.theano, normally
+    does); otherwise Theano compiles into a private folder and a warning says
+    so.
+    """
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    folder = configured or os.path.join(home, ".theano")
+    if _is_private(folder):
+        return None
+    fallback = os.path.join(tempfile.gettempdir(), "preresnet-theano-%d" % os.getuid())
+    for candidate in (os.path.join(home, ".cache", "preresnet-theano"), fallback):
+        if _is_private(candidate):
+            warnings.warn("Theano's compile folder %s is not private to this user (others "
+                          "could plant code that Theano would load): compiling into %s "
+                          "instead" % (folder, candidate))
+            return candidate
+    raise RuntimeError("no private folder for Theano's compiled code: neither %s nor %s "
+                       "(set base_compiledir in THEANO_FLAGS to a folder only you can "
+                       "write)" % (folder, fallback))
+
+
 def configure_theano():
     """Write this project's Theano defaults into ``THEANO_FLAGS``.
 
@@ -86,11 +126,11 @@ def configure_theano():
     """
     if "theano" in sys.modules:
         return
-    user_keys = _user_theano_keys()
+    user = _user_theano_settings()
     ours = []
-    if "floatx" not in user_keys:
+    if "floatx" not in user:
         ours.append("floatX=float32")
-    if "blas.ldflags" not in user_keys:
+    if "blas.ldflags" not in user:
         ldflags = find_blas_ldflags()
         if ldflags is None:
             warnings.warn("no OpenBLAS found (neither a system libopenblas nor "
@@ -98,6 +138,9 @@ def configure_theano():
                           "much slower. Install libopenblas-dev to fix.")
             ldflags = ""
         ours.append("blas.ldflags=" + ldflags)
+    private = private_compile_folder(user.get("base_compiledir"))
+    if private:
+        ours.append("base_compiledir=" + private)
     if ours:
         existing = os.environ.get("THEANO_FLAGS", "").strip(",")
         os.environ["THEANO_FLAGS"] = ",".join(([existing] if existing else []) + ours)

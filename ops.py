@@ -154,6 +154,7 @@ typedef struct {
     int C, H, W, k, p, Wp, taps;
     int pb, mb;             /* the tile: mb channels x pb vectors */
     int in_place;           /* 1x1 over whole tiles: no padded copies */
+    int rows;               /* rows of whole vectors: tiles write the output image */
     long Q, Qr, plane;      /* outputs on the padded grid, rounded up; plane size */
     long off[9];            /* tap offsets */
 } pr_geometry;
@@ -164,8 +165,12 @@ static pr_geometry pr_geometry_of(int C, int H, int W, int k) {
     pr_geometry g;
     g.C = C; g.H = H; g.W = W; g.k = k; g.p = k / 2; g.Wp = W + 2 * g.p; g.taps = k * k;
     g.Q = (long)H * g.Wp;
-    /* two-vector tiles unless they would compute more rounding than one-vector ones */
-    g.pb = pr_round(g.Q, 2 * PR_VW) > pr_round(g.Q, PR_VW) ? 1 : 2;
+    /* Rows of whole vectors (32 or 16 pixels with AVX-512) are tiled row by
+       row, straight into the output image; other sizes on the padded grid,
+       with two-vector tiles unless they would compute more rounding. */
+    g.rows = g.p > 0 && W % PR_VW == 0;
+    if (g.rows) g.pb = W % (2 * PR_VW) == 0 ? 2 : 1;
+    else g.pb = pr_round(g.Q, 2 * PR_VW) > pr_round(g.Q, PR_VW) ? 1 : 2;
     g.mb = g.pb == 2 ? PR_MB2 : PR_MB1;
     g.Qr = pr_round(g.Q, g.pb * PR_VW);
     g.in_place = (k == 1 && g.Qr == g.Q);
@@ -220,7 +225,7 @@ static void pr_pack(const float *w, int M, int C, const pr_geometry *g, int flip
 #define PR_TILE(MB, PB)                                                                \
 static inline void pr_tile_##MB##_##PB(const float *xpad, int Ci, long plane,          \
                                        const long *off, int taps, const float *wb,     \
-                                       long q0, float *out, long Qr) {                 \
+                                       long q0, float *out, long ostride) {            \
     pr_vec acc[MB][PB];                                                                \
     for (int mm = 0; mm < MB; ++mm)                                                    \
         for (int pb = 0; pb < PB; ++pb) acc[mm][pb] = (pr_vec){0};                     \
@@ -236,30 +241,41 @@ static inline void pr_tile_##MB##_##PB(const float *xpad, int Ci, long plane,   
     }                                                                                  \
     for (int mm = 0; mm < MB; ++mm)                                                    \
         for (int pb = 0; pb < PB; ++pb)                                                \
-            *(pr_vec*)(out + (long)mm * Qr + q0 + pb * PR_VW) = acc[mm][pb];           \
+            *(pr_vec*)(out + (long)mm * ostride + pb * PR_VW) = acc[mm][pb];           \
 }
 PR_TILE(PR_MB2, 2)
 PR_TILE(1, 2)
 PR_TILE(PR_MB1, 1)
 PR_TILE(1, 1)
 
-/* out (Mo planes of Qr) = correlation of the padded image with packed kernels. */
+/* Correlation of the padded image with packed kernels: into the (Mo, H, W)
+   output image when g->rows, else into Mo planes of Qr on the padded grid. */
 static void pr_direct(const float *xpad, int Ci, int Mo, const pr_geometry *g,
                       const float *packed, float *out) {
+    const long step = (long)g->pb * PR_VW;
+    const long ostride = g->rows ? (long)g->H * g->W : g->Qr;
+    const long tiles = g->rows ? (long)g->H * (g->W / step) : g->Qr / step;
     int m0 = 0;
     long wofs = 0;
-    const long step = (long)g->pb * PR_VW;
     while (m0 < Mo) {
         const int mb = (Mo - m0 >= g->mb) ? g->mb : 1;
         const float *wb = packed + wofs;
-        float *o = out + (long)m0 * g->Qr;
-        for (long q0 = 0; q0 < g->Qr; q0 += step) {
-            if (g->pb == 2) {
-                if (mb > 1) pr_tile_PR_MB2_2(xpad, Ci, g->plane, g->off, g->taps, wb, q0, o, g->Qr);
-                else pr_tile_1_2(xpad, Ci, g->plane, g->off, g->taps, wb, q0, o, g->Qr);
+        for (long tile = 0; tile < tiles; ++tile) {
+            long q_in, q_out;
+            if (g->rows) {
+                const long per_row = g->W / step, oh = tile / per_row;
+                const long ow = (tile % per_row) * step;
+                q_in = oh * g->Wp + ow; q_out = oh * g->W + ow;
             } else {
-                if (mb > 1) pr_tile_PR_MB1_1(xpad, Ci, g->plane, g->off, g->taps, wb, q0, o, g->Qr);
-                else pr_tile_1_1(xpad, Ci, g->plane, g->off, g->taps, wb, q0, o, g->Qr);
+                q_in = q_out = tile * step;
+            }
+            float *o = out + (long)m0 * ostride + q_out;
+            if (g->pb == 2) {
+                if (mb > 1) pr_tile_PR_MB2_2(xpad, Ci, g->plane, g->off, g->taps, wb, q_in, o, ostride);
+                else pr_tile_1_2(xpad, Ci, g->plane, g->off, g->taps, wb, q_in, o, ostride);
+            } else {
+                if (mb > 1) pr_tile_PR_MB1_1(xpad, Ci, g->plane, g->off, g->taps, wb, q_in, o, ostride);
+                else pr_tile_1_1(xpad, Ci, g->plane, g->off, g->taps, wb, q_in, o, ostride);
             }
         }
         wofs += (long)mb * Ci * g->taps;
@@ -425,7 +441,7 @@ class _COp(Op):
         return ["<omp.h>", "<math.h>", "<string.h>"]
 
     def c_code_cache_version(self):
-        return (7, blas_headers.blas_header_version())
+        return (8, blas_headers.blas_header_version())
 
 
 def _check_float32(*variables):
@@ -508,8 +524,12 @@ class Conv2D(_COp):
                     float *xpad = buffers + (size_t)omp_get_thread_num() * per_thread;
                     float *out = xpad + (size_t)C * g.plane;
                     pr_pad(image, C, &g, xpad);
-                    pr_direct(xpad, C, M, &g, packed, out);
-                    pr_unpad(out, M, &g, result);
+                    if (g.rows) {
+                        pr_direct(xpad, C, M, &g, packed, result);
+                    } else {
+                        pr_direct(xpad, C, M, &g, packed, out);
+                        pr_unpad(out, M, &g, result);
+                    }
                 }
             }
         } else failed = 1;
@@ -640,8 +660,13 @@ class Conv2DGrad(_COp):
                 }
                 pr_wgrad(dypad, M, xpad, nb, &g, dw_own);
                 for (int i = 0; i < nb; ++i) {
-                    pr_direct(dypad + (size_t)i * M * g.plane, M, C, &g, packed, out);
-                    pr_unpad(out, C, &g, dxd + (long)(b0 + i) * C * H * W);
+                    float *dx_image = dxd + (long)(b0 + i) * C * H * W;
+                    if (g.rows) {
+                        pr_direct(dypad + (size_t)i * M * g.plane, M, C, &g, packed, dx_image);
+                    } else {
+                        pr_direct(dypad + (size_t)i * M * g.plane, M, C, &g, packed, out);
+                        pr_unpad(out, C, &g, dx_image);
+                    }
                 }
             }
         } else failed = 1;

@@ -5,8 +5,9 @@ Import this module before anything imports Theano or Lasagne (``models.py``,
 
 1. configures Theano through ``THEANO_FLAGS`` *before* ``import theano``:
    ``floatX=float32`` and a BLAS library to link against, unless the user's
-   ``THEANO_FLAGS`` or ``.theanorc`` already set them, and a compile folder
-   only this user can write to (Theano runs the code it finds there). Theano's own BLAS probe
+   ``THEANO_FLAGS`` or ``.theanorc`` already set them, and a compile folder of
+   this project's own that only this user can write to (Theano runs the code
+   it finds there). Theano's own BLAS probe
    reads ``numpy.distutils.__config__.blas_opt_info``, which numpy 1.23 no
    longer has, so without an explicit ``blas.ldflags`` it crashes;
 2. raises Python's recursion limit, because ``theano.grad`` recurses once per
@@ -93,30 +94,40 @@ def _is_private(folder):
             and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
+def project_compile_folder():
+    """This project's own compile folder: ``$XDG_CACHE_HOME/preresnet-theano``
+    (``~/.cache/preresnet-theano``)."""
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return os.path.join(cache, "preresnet-theano")
+
+
 def private_compile_folder(configured):
-    """A safe ``base_compiledir`` to use instead of the configured one, or None.
+    """The ``base_compiledir`` Theano should use, or None to keep the one the
+    user configured.
 
     Theano loads the compiled modules it finds in its compile folder, and
-    unpickles the keys stored next to them: anyone who can write there can run
-    code in this process. The folder is used only if it belongs to this user
-    and nobody else can write to it (Theano's default, ~/.theano, normally
-    does); otherwise Theano compiles into a private folder and a warning says
-    so.
+    unpickles the keys stored next to them: whatever is there runs in this
+    process. So by default Theano compiles into a folder of this project's
+    own (``project_compile_folder``), where only what this project compiled
+    lies, instead of the ``~/.theano`` every Theano program shares. A folder
+    the user configures is used if it belongs to this user and nobody else can
+    write to it; otherwise Theano compiles into a private folder and a warning
+    says so.
     """
-    home = os.environ.get("HOME") or os.path.expanduser("~")
-    folder = configured or os.path.join(home, ".theano")
-    if _is_private(folder):
+    if configured and _is_private(configured):
         return None
     fallback = os.path.join(tempfile.gettempdir(), "preresnet-theano-%d" % os.getuid())
-    for candidate in (os.path.join(home, ".cache", "preresnet-theano"), fallback):
+    for candidate in (project_compile_folder(), fallback):
         if _is_private(candidate):
-            warnings.warn("Theano's compile folder %s is not private to this user (others "
-                          "could plant code that Theano would load): compiling into %s "
-                          "instead" % (folder, candidate))
+            if configured:
+                warnings.warn("Theano's compile folder %s is not private to this user "
+                              "(others could plant code that Theano would load): "
+                              "compiling into %s instead" % (configured, candidate))
             return candidate
     raise RuntimeError("no private folder for Theano's compiled code: neither %s nor %s "
                        "(set base_compiledir in THEANO_FLAGS to a folder only you can "
-                       "write)" % (folder, fallback))
+                       "write)" % (project_compile_folder(), fallback))
 
 
 def configure_theano():

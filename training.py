@@ -479,7 +479,8 @@ def save_checkpoint(run_dir, net, stats, config, progress, best):
     history. Shuffling and augmentation are drawn from (seed, epoch) (see
     utils.epoch_plan), so the seed, the epoch and the iteration are their state.
     """
-    progress = dict(progress, lr=float(net.learning_rate.get_value()))
+    progress = dict(progress, lr=float(net.learning_rate.get_value()),
+                    threads=compute_threads())
     arrays = {"format": np.array(CHECKPOINT_FORMAT),
               "config": np.array(json.dumps(config, sort_keys=True)),
               "progress": np.array(json.dumps(progress, sort_keys=True)),
@@ -575,6 +576,12 @@ class _StopRequests:
         return False
 
 
+def compute_threads():
+    """Threads of ops.py's C ops (OpenMP). Their kernel gradients are summed per
+    thread, so the same count gives the same bits."""
+    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
+
+
 def library_versions():
     """Versions of everything that decides a run's numbers."""
     import matplotlib
@@ -587,9 +594,7 @@ def library_versions():
                              "device": theano.config.device,
                              "blas.ldflags": theano.config.blas.ldflags,
                              "openmp": theano.config.openmp},
-            # ops.py's C ops use this many threads (their kernel gradients
-            # are summed per thread: the same count gives the same bits).
-            "omp_threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count()),
+            "omp_threads": compute_threads(),
             "c_ops": layers.c_ops_apply(T.fvector())}
 
 
@@ -618,174 +623,192 @@ def train(config, data, run_dir, resume=False, log=print):
     utils.load_dataset's result. Returns the last history row. Raises
     Interrupted after saving when SIGINT/SIGTERM arrive.
     """
-    recipe, info, seed = config["recipe"], config["network"], config["seed"]
-    train_x, train_y, val_x, val_y = split_data(data, recipe, config["limit"], seed)
+    return Trainer(config, data, run_dir, log).run(resume)
 
-    net = Network(info, recipe, seed)
-    log("%s: %s trainable parameters" % (info["display"], format(net.trainable_count, ",")))
-    log("recipe %s: %d epochs, batch %d, lr %g (x%g at epochs %s), weight decay %g, "
-        "%d training / %d validation images" % (
-            recipe["name"], recipe["epochs"], recipe["batch_size"], recipe["lr"],
-            recipe["lr_factor"], ",".join(str(m) for m in recipe["lr_milestones"]) or "-",
-            recipe["weight_decay"], len(train_x), len(val_x)))
-    log("compiling the training step (minutes the first time for a deep network; "
-        "Theano caches the C code)...")
-    started = time.time()
-    net.compile_train()
-    net.compile_predict()
-    log("compiled in %.0f s" % (time.time() - started))
 
-    if resume:
-        path, arrays = read_checkpoint(run_dir)
-        progress, best, stats = restore_checkpoint(arrays, path, net)
-        log("resuming %s at epoch %d, iteration %d"
-            % (run_dir, progress["epoch"] + 1, progress["iteration_in_epoch"]))
-    else:
-        stats = utils.normalisation_stats(recipe["normalisation"], train_x)
-        progress = {"epoch": 0, "iteration_in_epoch": 0, "iteration": 0,
-                    "loss_sum": 0.0, "error_count": 0, "seen": 0, "seconds": 0.0,
-                    "history": []}
-        best = None
-    paper = paper_error(info, recipe["dropout"])
-    batches = batch_positions(len(train_x), recipe["batch_size"], recipe["drop_last"])
-    if not batches:
-        raise UserError("%d training images make no batch of %d; lower --batch-size"
-                        % (len(train_x), recipe["batch_size"]))
+class Trainer:
+    """One training run: the network, the data it sees, its progress and its
+    folder. ``progress`` (JSON-able) and ``best`` are what a checkpoint keeps
+    besides the network's variables."""
 
-    def checkpoint():
+    def __init__(self, config, data, run_dir, log):
+        self.config, self.recipe, self.run_dir, self.log = (
+            config, config["recipe"], run_dir, log)
+        self.train_x, self.train_y, self.val_x, self.val_y = split_data(
+            data, self.recipe, config["limit"], config["seed"])
+        self.test_x, self.test_y = data["test_x"], data["test_y"]
+        self.batches = batch_positions(len(self.train_x), self.recipe["batch_size"],
+                                       self.recipe["drop_last"])
+        if not self.batches:
+            raise UserError("%d training images make no batch of %d; lower --batch-size"
+                            % (len(self.train_x), self.recipe["batch_size"]))
+        self.net = Network(config["network"], self.recipe, config["seed"])
+        self.paper = paper_error(config["network"], self.recipe["dropout"])
+        self.progress = {"epoch": 0, "iteration_in_epoch": 0, "iteration": 0,
+                         "loss_sum": 0.0, "error_count": 0, "seen": 0, "seconds": 0.0,
+                         "history": []}
+        self.best = None
+        self.stats = None
+
+    def run(self, resume):
+        recipe, info, log = self.recipe, self.config["network"], self.log
+        log("%s: %s trainable parameters"
+            % (info["display"], format(self.net.trainable_count, ",")))
+        log("recipe %s: %d epochs, batch %d, lr %g (x%g at epochs %s), weight decay %g, "
+            "%d training / %d validation images" % (
+                recipe["name"], recipe["epochs"], recipe["batch_size"], recipe["lr"],
+                recipe["lr_factor"], ",".join(str(m) for m in recipe["lr_milestones"]) or "-",
+                recipe["weight_decay"], len(self.train_x), len(self.val_x)))
+        log("compiling the training step (minutes the first time for a deep network; "
+            "Theano caches the C code)...")
+        started = time.time()
+        self.net.compile_train()  # the evaluation function compiles at the first test
+        log("compiled in %.0f s" % (time.time() - started))
+        if resume:
+            path, arrays = read_checkpoint(self.run_dir)
+            self.progress, self.best, self.stats = restore_checkpoint(arrays, path, self.net)
+            log("resuming %s at epoch %d, iteration %d" % (
+                self.run_dir, self.progress["epoch"] + 1, self.progress["iteration_in_epoch"]))
+            threads = self.progress.get("threads", compute_threads())
+            if threads != compute_threads():
+                log("warning: the run used %d threads, this process %d: it will continue "
+                    "correctly but not bit for bit like an uninterrupted run (set "
+                    "OMP_NUM_THREADS=%d for that)" % (threads, compute_threads(), threads))
+        else:
+            self.stats = utils.normalisation_stats(recipe["normalisation"], self.train_x)
+        log("%5s %9s %10s %9s %9s %9s %8s" % ("epoch", "lr", "train loss", "train err",
+                                              "val err", "test err", "seconds"))
+        with _StopRequests() as stop:
+            try:
+                while self.progress["epoch"] < recipe["epochs"]:
+                    self.run_epoch(stop)
+            except Interrupted:
+                self.checkpoint()
+                log("saved %s at epoch %d, iteration %d; resume with:\n  python train_nn.py "
+                    "--resume %s" % (os.path.join(self.run_dir, CHECKPOINT_NAME),
+                                     self.progress["epoch"] + 1,
+                                     self.progress["iteration_in_epoch"], self.run_dir))
+                raise
+        return self.finish()
+
+    def checkpoint(self):
         try:
-            save_checkpoint(run_dir, net, stats, config, progress, best)
+            save_checkpoint(self.run_dir, self.net, self.stats, self.config, self.progress,
+                            self.best)
         except UserError as error:
-            if not os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME)):
+            if not os.path.isfile(os.path.join(self.run_dir, CHECKPOINT_NAME)):
                 raise
             raise UserError("%s; free space (or fix permissions), then continue from it "
-                            "with: python train_nn.py --resume %s" % (error, run_dir))
+                            "with: python train_nn.py --resume %s" % (error, self.run_dir))
 
-    log("%5s %9s %10s %9s %9s %9s %8s" % ("epoch", "lr", "train loss", "train err",
-                                          "val err", "test err", "seconds"))
-    with _StopRequests() as stop:
+    def run_epoch(self, stop):
+        """Train (the rest of) an epoch, evaluate, log, checkpoint."""
+        recipe, progress, net = self.recipe, self.progress, self.net
+        epoch, first = progress["epoch"], progress["iteration_in_epoch"]
+        plan = utils.epoch_plan(self.config["seed"], epoch, len(self.train_x), recipe["pad"])
+        if first == 0 and recipe["reset_momentum_at_milestones"] and \
+                epoch in recipe["lr_milestones"]:
+            for buffer in net.optimizer_state:
+                buffer.set_value(np.zeros_like(buffer.get_value()))
+        bar = Progress("epoch %d" % (epoch + 1), len(self.batches))
+        started = time.time()
+
+        def make(i):
+            return make_batch(self.train_x, self.train_y, plan, *self.batches[i],
+                              self.stats, recipe)
+
+        loader = Prefetcher(make, range(first, len(self.batches)))
         try:
-            while progress["epoch"] < recipe["epochs"]:
-                best = _run_epoch(net, recipe, config, progress, best, batches, stats,
-                                  train_x, train_y, val_x, val_y, data, stop, paper,
-                                  run_dir, checkpoint, log)
-        except Interrupted as interruption:
-            checkpoint()
-            log("saved %s at epoch %d, iteration %d; resume with:\n  python train_nn.py "
-                "--resume %s" % (os.path.join(run_dir, CHECKPOINT_NAME),
-                                 progress["epoch"] + 1, progress["iteration_in_epoch"],
-                                 run_dir))
-            raise interruption
-    return _finish(net, recipe, info, stats, best, progress, data, paper, run_dir,
-                   config["data_dir"], log)
+            for i, (images, labels) in zip(range(first, len(self.batches)), loader):
+                lr = np.float32(learning_rate(recipe, epoch, progress["iteration"]))
+                if net.learning_rate.get_value() != lr:
+                    net.learning_rate.set_value(lr)
+                loss, errors = net.train_step(images, labels)
+                if not math.isfinite(loss):
+                    kept = ("the checkpoint of epoch %d in %s is intact" % (epoch, self.run_dir)
+                            if epoch else "no checkpoint was written yet")
+                    raise UserError("the training loss became %s at epoch %d, iteration %d; "
+                                    "stopped (%s): lower --lr or check the data"
+                                    % (loss, epoch + 1, i, kept))
+                progress["loss_sum"] += loss * len(labels)
+                progress["error_count"] += errors
+                progress["seen"] += len(labels)
+                progress["iteration"] += 1
+                progress["iteration_in_epoch"] = i + 1
+                bar.update(i + 1, "loss %.3f err %.1f%%" % (
+                    progress["loss_sum"] / progress["seen"],
+                    100.0 * progress["error_count"] / progress["seen"]))
+                stop.check()
+            row = self.evaluate(epoch)
+            stop.check()  # an interrupted evaluation is redone on resume
+        except Interrupted:
+            progress["seconds"] += time.time() - started
+            raise
+        finally:
+            loader.close()
+            bar.clear()
+        row["seconds"] = round(progress["seconds"] + time.time() - started, 2)
+        self.log("%5d %9.5f %10.4f %8.2f%% %9s %9s %8.1f" % (
+            row["epoch"], row["lr"], row["train_loss"], row["train_error"],
+            _percent(row["val_error"]), _percent(row["test_error"]), row["seconds"]))
+        if row["val_error"] is not None and (self.best is None
+                                             or row["val_error"] < self.best["val_error"]):
+            self.best = {"epoch": row["epoch"], "val_error": row["val_error"],
+                         "values": net.param_values()}
+            save_weights(os.path.join(self.run_dir, "weights_best.npz"), net, self.stats)
+        progress["history"].append(row)
+        progress.update(epoch=epoch + 1, iteration_in_epoch=0, loss_sum=0.0, error_count=0,
+                        seen=0, seconds=0.0)
+        utils.write_history_csv(os.path.join(self.run_dir, "log.csv"), progress["history"],
+                                LOG_COLUMNS)
+        utils.plot_curves(os.path.join(self.run_dir, "curves.png"), progress["history"],
+                          "%s, recipe %s" % (net.info["display"], recipe["name"]), self.paper)
+        self.checkpoint()
 
+    def evaluate(self, epoch):
+        """The epoch's log row: its training figures, validation and test error
+        (the test set every ``test_every`` epochs and at the last)."""
+        progress, recipe = self.progress, self.recipe
+        test_every = self.config.get("test_every", 1)
+        tested = epoch + 1 == recipe["epochs"] or (test_every and (epoch + 1) % test_every == 0)
+        return {"epoch": epoch + 1,
+                "lr": learning_rate(recipe, epoch, progress["iteration"] - 1),
+                "train_loss": progress["loss_sum"] / progress["seen"],
+                "train_error": 100.0 * progress["error_count"] / progress["seen"],
+                "val_error": error_percent(self.net, self.val_x, self.val_y, self.stats),
+                "test_error": (error_percent(self.net, self.test_x, self.test_y, self.stats)
+                               if tested else None)}
 
-def _run_epoch(net, recipe, config, progress, best, batches, stats, train_x, train_y,
-               val_x, val_y, data, stop, paper, run_dir, checkpoint, log):
-    epoch = progress["epoch"]
-    plan = utils.epoch_plan(config["seed"], epoch, len(train_x), recipe["pad"])
-    first = progress["iteration_in_epoch"]
-    if first == 0 and recipe["reset_momentum_at_milestones"] and \
-            epoch in recipe["lr_milestones"]:
-        for buffer in net.optimizer_state:
-            buffer.set_value(np.zeros_like(buffer.get_value()))
-    bar = Progress("epoch %d" % (epoch + 1), len(batches))
-    epoch_started = time.time()
-
-    def make(i):
-        return make_batch(train_x, train_y, plan, *batches[i], stats, recipe)
-
-    loader = Prefetcher(make, range(first, len(batches)))
-    try:
-        for i, (images, labels) in zip(range(first, len(batches)), loader):
-            lr = learning_rate(recipe, epoch, progress["iteration"])
-            if net.learning_rate.get_value() != np.float32(lr):
-                net.learning_rate.set_value(np.float32(lr))
-            loss, errors = net.train_step(images, labels)
-            if not math.isfinite(loss):
-                kept = ("the checkpoint of epoch %d in %s is intact" % (epoch, run_dir)
-                        if epoch else "no checkpoint was written yet")
-                raise UserError("the training loss became %s at epoch %d, iteration %d; "
-                                "stopped (%s): lower --lr or check the data"
-                                % (loss, epoch + 1, i, kept))
-            progress["loss_sum"] += loss * len(labels)
-            progress["error_count"] += errors
-            progress["seen"] += len(labels)
-            progress["iteration"] += 1
-            progress["iteration_in_epoch"] = i + 1
-            bar.update(i + 1, "loss %.3f err %.1f%%" % (
-                progress["loss_sum"] / progress["seen"],
-                100.0 * progress["error_count"] / progress["seen"]))
-            stop.check()
-    except Interrupted:
-        progress["seconds"] += time.time() - epoch_started
-        raise
-    finally:
-        loader.close()
-        bar.clear()
-
-    last_epoch = epoch + 1 == recipe["epochs"]
-    test_every = config.get("test_every", 1)
-    row = {"epoch": epoch + 1,
-           "lr": learning_rate(recipe, epoch, progress["iteration"] - 1),
-           "train_loss": progress["loss_sum"] / progress["seen"],
-           "train_error": 100.0 * progress["error_count"] / progress["seen"],
-           "val_error": error_percent(net, val_x, val_y, stats),
-           "test_error": (error_percent(net, data["test_x"], data["test_y"], stats)
-                          if last_epoch or (test_every and (epoch + 1) % test_every == 0)
-                          else None)}
-    if stop.signum is not None:  # evaluation is redone on resume
-        progress["seconds"] += time.time() - epoch_started
-        stop.check()
-    row["seconds"] = round(progress["seconds"] + time.time() - epoch_started, 2)
-    log("%5d %9.5f %10.4f %8.2f%% %9s %9s %8.1f" % (
-        row["epoch"], row["lr"], row["train_loss"], row["train_error"],
-        _percent(row["val_error"]), _percent(row["test_error"]), row["seconds"]))
-
-    if row["val_error"] is not None and (best is None or row["val_error"] < best["val_error"]):
-        best = {"epoch": row["epoch"], "val_error": row["val_error"],
-                "values": net.param_values()}
-        save_weights(os.path.join(run_dir, "weights_best.npz"), net, stats)
-    progress["history"].append(row)
-    progress.update(epoch=epoch + 1, iteration_in_epoch=0, loss_sum=0.0, error_count=0,
-                    seen=0, seconds=0.0)
-    utils.write_history_csv(os.path.join(run_dir, "log.csv"), progress["history"],
-                            LOG_COLUMNS)
-    utils.plot_curves(os.path.join(run_dir, "curves.png"), progress["history"],
-                      "%s, recipe %s" % (net.info["display"], recipe["name"]), paper)
-    checkpoint()
-    return best
+    def finish(self):
+        """Save the final weights and publish the recipe's choice to data/weights/."""
+        net, info, best = self.net, self.config["network"], self.best
+        final_path = os.path.join(self.run_dir, "weights_final.npz")
+        save_weights(final_path, net, self.stats)
+        last = self.progress["history"][-1]
+        paper_text = " (paper: %.2f %%)" % self.paper if self.paper is not None else ""
+        self.log("final test error: %s%s" % (_percent(last["test_error"]), paper_text))
+        published = final_path
+        if best is not None:
+            final_values = net.param_values()
+            net.set_param_values(best["values"], "best weights", info["name"])
+            best_test = error_percent(net, self.test_x, self.test_y, self.stats)
+            self.log("best validation error %.2f %% at epoch %d; its test error: %s"
+                     % (best["val_error"], best["epoch"], _percent(best_test)))
+            if self.recipe["publish"] == "best_val":
+                published = os.path.join(self.run_dir, "weights_best.npz")
+            else:
+                net.set_param_values(final_values, "final weights", info["name"])
+        target = utils.published_weights_path(self.config["data_dir"], info["name"])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(published, "rb") as source:
+            payload = source.read()
+        utils.atomic_write(target, lambda f: f.write(payload))
+        self.log("weights: %s (also %s, where test_model.py looks)" % (published, target))
+        return last
 
 
 def _percent(value):
     return "-" if value is None else "%.2f%%" % value
-
-
-def _finish(net, recipe, info, stats, best, progress, data, paper, run_dir, data_dir, log):
-    """Save the final weights (and publish the recipe's choice to data/weights/)."""
-    final_path = os.path.join(run_dir, "weights_final.npz")
-    save_weights(final_path, net, stats)
-    last = progress["history"][-1]
-    paper_text = " (paper: %.2f %%)" % paper if paper is not None else ""
-    log("final test error: %s%s" % (_percent(last["test_error"]), paper_text))
-    published = final_path
-    if best is not None:
-        final_values = net.param_values()
-        net.set_param_values(best["values"], "best weights", info["name"])
-        best_test = error_percent(net, data["test_x"], data["test_y"], stats)
-        log("best validation error %.2f %% at epoch %d; its test error: %s"
-            % (best["val_error"], best["epoch"], _percent(best_test)))
-        if recipe["publish"] == "best_val":
-            published = os.path.join(run_dir, "weights_best.npz")
-        else:
-            net.set_param_values(final_values, "final weights", info["name"])
-    target = utils.published_weights_path(data_dir, info["name"])
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with open(published, "rb") as source:
-        payload = source.read()
-    utils.atomic_write(target, lambda f: f.write(payload))
-    log("weights: %s (also %s, where test_model.py looks)" % (published, target))
-    return last
 
 
 # =============================================================================

@@ -21,7 +21,9 @@ def settings(tmp_path, flags):
 def test_defaults_float32_and_an_openblas(tmp_path):
     (floatx, ldflags, compiledir), _ = settings(tmp_path, "")
     assert floatx == "float32" and "openblas" in ldflags
-    assert compiledir == str(tmp_path / ".theano")
+    # the project's own compile folder, not the ~/.theano all Theano programs share
+    assert compiledir == str(tmp_path / ".cache" / "preresnet-theano")
+    assert os.stat(compiledir).st_mode & 0o777 == 0o700
 
 
 def test_the_users_flags_win(tmp_path):

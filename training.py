@@ -579,7 +579,9 @@ class _StopRequests:
 def compute_threads():
     """Threads of ops.py's C ops (OpenMP). Their kernel gradients are summed per
     thread, so the same count gives the same bits."""
-    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
+    # libgomp's default: the CPUs this process may run on (a container's cpuset
+    # can allow fewer than os.cpu_count())
+    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
 
 
 def library_versions():
@@ -669,11 +671,11 @@ class Trainer:
             self.progress, self.best, self.stats = restore_checkpoint(arrays, path, self.net)
             log("resuming %s at epoch %d, iteration %d" % (
                 self.run_dir, self.progress["epoch"] + 1, self.progress["iteration_in_epoch"]))
-            threads = self.progress.get("threads", compute_threads())
-            if threads != compute_threads():
+            threads, saved = compute_threads(), self.progress.get("threads")
+            if saved is not None and saved != threads:
                 log("warning: the run used %d threads, this process %d: it will continue "
                     "correctly but not bit for bit like an uninterrupted run (set "
-                    "OMP_NUM_THREADS=%d for that)" % (threads, compute_threads(), threads))
+                    "OMP_NUM_THREADS=%d for that)" % (saved, threads, saved))
         else:
             self.stats = utils.normalisation_stats(recipe["normalisation"], self.train_x)
         log("%5s %9s %10s %9s %9s %9s %8s" % ("epoch", "lr", "train loss", "train err",

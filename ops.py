@@ -9,19 +9,20 @@ normalisation written with Theano's tensor operations makes about a dozen
 passes over every activation, its reductions accumulating in float64 through
 casts. Here:
 
-- ``Conv2D`` (forward) and ``Conv2DGrad`` (both gradients) split the batch into
-  chunks of several images whose im2col buffer stays in the core's cache, and
-  run the chunks on all cores (OpenMP), each with one single-threaded sgemm
-  over ``chunk_images x pixels`` columns. The gradient op computes the input
-  and weight gradients from one im2col per chunk.
+- ``Conv2D`` (forward) and ``Conv2DGrad`` (both gradients) run direct,
+  register-tiled kernels for stride 1 (3x3 and 1x1: nearly all the FLOPs) on
+  zero-padded copies of the images, and im2col + single-threaded sgemm in
+  cache-sized chunks of images for the few stride-2 convolutions; all cores
+  through OpenMP.
 - ``BatchNormTrain`` and ``BatchNormTrainGrad`` compute batch statistics,
   normalisation, scale, shift and an optional ReLU in two passes forward and
   two backward, one channel per thread, with 8-lane float partial sums added
   into double accumulators.
 
-Every result is deterministic for a given number of threads (static
-schedules, fixed reduction order). Tests compare each op with Theano's stock
-``conv2d`` (CorrMM) and with batch normalisation written in plain Theano.
+Every result is the same, bit for bit, for any number of threads: work is cut
+by the shapes alone and partial sums are added in a fixed order. Tests compare
+each op with Theano's stock ``conv2d`` (CorrMM) and with batch normalisation
+written in plain Theano.
 Only float32 (the project's floatX) is implemented.
 """
 import compat  # noqa: F401  (configures Theano before it is imported)
@@ -141,13 +142,15 @@ static void pr_images_to_rows(const float *y, int M, long P, int b0, int nb, flo
 #define PR_VW 16
 #define PR_MB2 8      /* tile of 8 channels x 2 vectors */
 #define PR_MB1 16     /* tile of 16 channels x 1 vector: less rounding on small images */
-#define PR_WMB 6      /* kernel-gradient tile: 6 channels x 3 taps */
+#define PR_WMB 8      /* kernel-gradient tile: 8 channels x 3 taps (8 divides 16, 32, 64...) */
 #else
 #define PR_VW 8
 #define PR_MB2 4
 #define PR_MB1 8
 #define PR_WMB 3
 #endif
+#define PR_SKEW 16    /* floats between images in chunk buffers: see Conv2DGrad */
+#define PR_SLOTS 8    /* kernel-gradient partial sums, whatever the thread count: see Conv2DGrad */
 typedef float pr_vec __attribute__((vector_size(PR_VW * 4), aligned(4)));
 
 typedef struct {
@@ -283,6 +286,16 @@ static void pr_direct(const float *xpad, int Ci, int Mo, const pr_geometry *g,
     }
 }
 
+/* The lanes of v added up pairwise (halves, quarters, ...): a fixed order in
+   log2(lanes) vector steps rather than a chain of scalar additions. */
+static inline float pr_lane_sum(pr_vec v) {
+    float a[PR_VW];
+    memcpy(a, &v, sizeof a);
+    for (int w = PR_VW / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; ++l) a[l] += a[l + w];
+    return a[0];
+}
+
 /* Kernel gradient of nb images: dw[m][c][t] += sum_img sum_q dy[m][q] xpad[c][q + off[t]],
    dy given padded like an input (its zero border makes the padded grid's extra
    columns contribute nothing). Tiles of MB channels x TB taps keep their sums
@@ -296,22 +309,23 @@ static inline void pr_wtile_##MB##_##TB(const float *dy, long dstride, const flo
     pr_vec acc[MB][TB];                                                                \
     for (int mm = 0; mm < MB; ++mm)                                                    \
         for (int tb = 0; tb < TB; ++tb) acc[mm][tb] = (pr_vec){0};                     \
-    for (int img = 0; img < nb; ++img, dy += dstride, xc += xstride)                   \
-        for (long q = 0; q < Qr; q += PR_VW) {                                         \
-            pr_vec in[TB];                                                             \
-            for (int tb = 0; tb < TB; ++tb) in[tb] = *(const pr_vec*)(xc + off[tb] + q);\
-            for (int mm = 0; mm < MB; ++mm) {                                          \
-                pr_vec d = *(const pr_vec*)(dy + (long)mm * plane + q);                \
-                __asm__("" : "+v"(d));  /* one load, not one per tap (load-bound) */    \
-                for (int tb = 0; tb < TB; ++tb) acc[mm][tb] += d * in[tb];             \
-            }                                                                          \
+    /* one loop over the chunk's images and positions: with a loop per image \
+       the compiler spills the accumulators to memory between images */       \
+    long q = 0;                                                                        \
+    for (long step = 0, steps = nb * (Qr / PR_VW); step < steps; ++step) {             \
+        pr_vec in[TB];                                                                 \
+        for (int tb = 0; tb < TB; ++tb) in[tb] = *(const pr_vec*)(xc + off[tb] + q);   \
+        for (int mm = 0; mm < MB; ++mm) {                                              \
+            pr_vec d = *(const pr_vec*)(dy + (long)mm * plane + q);                    \
+            __asm__("" : "+v"(d));  /* one load, not one per tap (load-bound) */        \
+            for (int tb = 0; tb < TB; ++tb) acc[mm][tb] += d * in[tb];                 \
         }                                                                              \
+        q += PR_VW;                                                                    \
+        if (q == Qr) { q = 0; dy += dstride; xc += xstride; }                          \
+    }                                                                                  \
     for (int mm = 0; mm < MB; ++mm)                                                    \
         for (int tb = 0; tb < TB; ++tb) {                                              \
-            pr_vec v = acc[mm][tb];                                                    \
-            float s = 0.f;                                                             \
-            for (int l = 0; l < PR_VW; ++l) s += v[l];                                 \
-            sums[mm * TB + tb] = s;                                                    \
+            sums[mm * TB + tb] = pr_lane_sum(acc[mm][tb]);                             \
         }                                                                              \
 }
 PR_WTILE(PR_WMB, 3)
@@ -319,53 +333,65 @@ PR_WTILE(1, 3)
 PR_WTILE(PR_WMB, 1)
 PR_WTILE(1, 1)
 
-/* xpad: nb images of C planes, dypad: nb images of M planes, both g->plane
-   long; dw: M rows of C * taps doubles. Three taps at a time: one kernel row
-   of a 3x3 kernel, or three input channels of a 1x1 kernel. */
-static void pr_wgrad(const float *dypad, int M, const float *xpad, int nb,
-                     const pr_geometry *g, double *dw) {
-    const int C = g->C;
-    const long xstride = (long)C * g->plane, dstride = (long)M * g->plane;
+/* xpad: nb images of C planes, xstride apart; dypad: nb images of M planes,
+   dstride apart (planes g->plane long); dw: M rows of C * taps doubles.
+   Tiles take PR_WMB output channels and three taps: one kernel row of a 3x3
+   kernel, or three input channels of a 1x1 kernel (a last one or two
+   channels go one at a time). The output channels are the outer loop, so
+   that their gradients (PR_WMB planes of nb images) stay in the fastest
+   cache while every input channel streams past. */
+static void pr_wgrad(const float *dypad, long dstride, int M, const float *xpad, long xstride,
+                     int nb, const pr_geometry *g, double *dw) {
+    const int C = g->C, k = g->k;
+    const long plane = g->plane;
     const long row = (long)C * g->taps;
     const float *dy = dypad + (long)g->p * g->Wp + g->p;   /* dy[m][q] for q on the grid */
-    const long channel_off[3] = {0, g->plane, 2 * g->plane};
+    const long channel_off[3] = {0, plane, 2 * plane};
     float sums[PR_WMB * 3];
-    const int groups = g->k == 3 ? C * 3 : (C + 2) / 3;
-    for (int group = 0; group < groups; ++group) {
-        const float *xc;
-        const long *off;
-        long col;
-        int tb;
-        if (g->k == 3) {
-            const int c = group / 3, i = group % 3;
-            xc = xpad + (long)c * g->plane; off = g->off + 3 * i; col = (long)c * 9 + 3 * i;
-            tb = 3;
-        } else {
-            const int c = group * 3;
-            xc = xpad + (long)c * g->plane; off = channel_off; col = c;
-            tb = C - c >= 3 ? 3 : 1;
-        }
-        for (int part = 0; part < (tb == 3 ? 1 : C - (int)col); ++part) {
-            const float *xs = xc + (long)part * g->plane;
-            int m0 = 0;
-            while (m0 < M) {
-                const int mb = (M - m0 >= PR_WMB) ? PR_WMB : 1;
-                const float *d = dy + (long)m0 * g->plane;
-                if (tb == 3) {
-                    if (mb > 1) pr_wtile_PR_WMB_3(d, dstride, xs, xstride, nb, g->plane, off,
-                                                  g->Qr, sums);
-                    else pr_wtile_1_3(d, dstride, xs, xstride, nb, g->plane, off, g->Qr, sums);
-                } else {
-                    if (mb > 1) pr_wtile_PR_WMB_1(d, dstride, xs, xstride, nb, g->plane, off,
-                                                  g->Qr, sums);
-                    else pr_wtile_1_1(d, dstride, xs, xstride, nb, g->plane, off, g->Qr, sums);
-                }
+    for (int m0 = 0; m0 < M; ) {
+        const int mb = M - m0 >= PR_WMB ? PR_WMB : 1;
+        const float *d = dy + (long)m0 * plane;
+        for (int c = 0; c < C; ) {
+            const int width = (k == 3 || C - c >= 3) ? 3 : 1;   /* taps in this tile */
+            for (int i = 0; i < k; ++i) {
+                const float *x = xpad + (long)c * plane;
+                const long *off = k == 3 ? g->off + 3 * i : channel_off;
+                const long col = k == 3 ? (long)c * 9 + 3 * i : c;
+                if (width == 3 && mb > 1)
+                    pr_wtile_PR_WMB_3(d, dstride, x, xstride, nb, plane, off, g->Qr, sums);
+                else if (width == 3)
+                    pr_wtile_1_3(d, dstride, x, xstride, nb, plane, off, g->Qr, sums);
+                else if (mb > 1)
+                    pr_wtile_PR_WMB_1(d, dstride, x, xstride, nb, plane, off, g->Qr, sums);
+                else
+                    pr_wtile_1_1(d, dstride, x, xstride, nb, plane, off, g->Qr, sums);
                 for (int mm = 0; mm < mb; ++mm)
-                    for (int j = 0; j < tb; ++j)
-                        dw[(long)(m0 + mm) * row + col + part + j] += sums[mm * tb + j];
-                m0 += mb;
+                    for (int t = 0; t < width; ++t)
+                        dw[(long)(m0 + mm) * row + col + t] += sums[mm * width + t];
             }
+            c += k == 3 ? 1 : width;
         }
+        m0 += mb;
+    }
+}
+
+/* The number of chunks of B images for chunks of about `images`: a multiple
+   of the *slots (PR_SLOTS, fewer for small batches) where the batch allows, so
+   that every slot gets as many chunks; chunk c holds images c * B / chunks up
+   to (c + 1) * B / chunks. */
+static int pr_even_chunks(int B, int images, int *slots) {
+    int chunks = (B + images - 1) / images;
+    *slots = chunks < PR_SLOTS ? chunks : PR_SLOTS;
+    chunks = (chunks + *slots - 1) / *slots * *slots;
+    return chunks < B ? chunks : B;
+}
+
+/* out[i] = the sum of slots[s * n + i] over s in order, rounded to float. */
+static void pr_add_slots(const double *slots, int count, long n, float *out) {
+    for (long i = 0; i < n; ++i) {
+        double total = 0;
+        for (int s = 0; s < count; ++s) total += slots[(size_t)s * n + i];
+        out[i] = (float)total;
     }
 }
 
@@ -441,7 +467,7 @@ class _COp(Op):
         return ["<omp.h>", "<math.h>", "<string.h>"]
 
     def c_code_cache_version(self):
-        return (8, blas_headers.blas_header_version())
+        return (13, blas_headers.blas_header_version())
 
 
 def _check_float32(*variables):
@@ -495,9 +521,11 @@ class Conv2D(_COp):
     const int H = PyArray_DIMS(xc)[2], W = PyArray_DIMS(xc)[3];
     const int M = PyArray_DIMS(wc)[0], k = PyArray_DIMS(wc)[2], s = %(s)d, p = k / 2;
     const int Ho = (H + s - 1) / s, Wo = (W + s - 1) / s;
-    int bad = PyArray_DIMS(wc)[1] != C || PyArray_DIMS(wc)[3] != k || k %% 2 != 1;
+    /* stride 1 runs the direct kernels, written for 1x1 and 3x3 (9 taps) */
+    int bad = PyArray_DIMS(wc)[1] != C || PyArray_DIMS(wc)[3] != k || k %% 2 != 1 || (s == 1 && k > 3);
     if (bad) {
-        PyErr_SetString(PyExc_ValueError, "Conv2D: kernel shape does not fit the images");
+        PyErr_SetString(PyExc_ValueError, "Conv2D: kernel shape does not fit the images, "
+                        "or is larger than 3x3 at stride 1");
         Py_DECREF(xc); Py_DECREF(wc); %(fail)s
     }
     """ + _output(y, 4, ["B", "M", "Ho", "Wo"], "Py_DECREF(xc); Py_DECREF(wc); " + fail) + """
@@ -607,8 +635,9 @@ class Conv2DGrad(_COp):
     const int M = PyArray_DIMS(wc)[0], k = PyArray_DIMS(wc)[2], s = %(s)d, p = k / 2;
     const int Ho = (H + s - 1) / s, Wo = (W + s - 1) / s;
     if (PyArray_DIMS(dyc)[0] != B || PyArray_DIMS(dyc)[1] != M ||
-        PyArray_DIMS(dyc)[2] != Ho || PyArray_DIMS(dyc)[3] != Wo) {
-        PyErr_SetString(PyExc_ValueError, "Conv2DGrad: output gradient has the wrong shape");
+        PyArray_DIMS(dyc)[2] != Ho || PyArray_DIMS(dyc)[3] != Wo ||
+        PyArray_DIMS(wc)[1] != C || PyArray_DIMS(wc)[3] != k || k %% 2 != 1 || (s == 1 && k > 3)) {
+        PyErr_SetString(PyExc_ValueError, "Conv2DGrad: output gradient or kernel has the wrong shape");
         %(release)s %(fail)s
     }
     """ + _output(dx, 4, ["B", "C", "H", "W"], release + fail)
@@ -620,99 +649,113 @@ class Conv2DGrad(_COp):
     float *dxd = (float*)PyArray_DATA(%(dx)s), *dwd = (float*)PyArray_DATA(%(dw)s);
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
-    /* per-thread kernel gradients, added in thread order at the end */
-    double *dw_parts = (double*)calloc((size_t)threads * M * K, sizeof(double));
-    if (!dw_parts) failed = 1;
-    else if (s == 1) {
+    if (s == 1) {
+        /* Chunks of images whose padded inputs and output gradients fill about
+           half a core's L2 cache (padded, kernel gradient, input gradient while
+           in the cache), with at least 512 positions, or the lane sums
+           dominate; at most B / PR_SLOTS images, so that every slot has one.
+           Slot `slot` takes chunks slot, slot + PR_SLOTS, ... in order, adding
+           their kernel gradients into its own doubles; the slots are added in
+           order at the end. Neither depends on the number of threads: the
+           gradients are bit-identical for any OMP_NUM_THREADS. */
         const pr_geometry g = pr_geometry_of(C, H, W, k);
-        /* chunks of images whose padded inputs and output gradients fill about
-           half a core's L2 cache: the kernel-gradient tiles run over all of them */
-        int nb_max = pr_chunk_images(B, (C + M) * g.plane, 1, %(chunk)dL / 2, threads);
-        /* ... but at least 512 positions per chunk, or the lane sums dominate */
-        const int nb_least = (int)((512 + g.Qr - 1) / g.Qr), per_thread_images = (B + threads - 1) / threads;
-        if (nb_max < nb_least) nb_max = nb_least < per_thread_images ? nb_least : per_thread_images;
-        const int chunks = (B + nb_max - 1) / nb_max;
-        const size_t per_thread = g.in_place ? 1
-            : (size_t)nb_max * (C + M) * g.plane + (size_t)C * g.Qr;
+        int nb_max = pr_chunk_images(B, (C + M) * g.plane, 1, %(chunk)dL, 1);
+        const int nb_least = (int)((512 + g.Qr - 1) / g.Qr), nb_most = (B + PR_SLOTS - 1) / PR_SLOTS;
+        if (nb_max < nb_least) nb_max = nb_least;
+        if (nb_max > nb_most) nb_max = nb_most;
+        int slots, chunks = pr_even_chunks(B, nb_max, &slots);
+        nb_max = (B + chunks - 1) / chunks;
+        /* Images PR_SKEW floats more apart than their planes: strides of a
+           multiple of 4 KB would map the same pixel of every image in a chunk
+           to one L1 cache set (measured: 10 %% slower on 8x8 images). */
+        const long xs = (long)C * g.plane + PR_SKEW, ds = (long)M * g.plane + PR_SKEW;
+        const size_t per_thread = g.in_place ? 1 : (size_t)nb_max * (xs + ds) + (size_t)C * g.Qr;
         float *packed = (float*)malloc(sizeof(float) * M * K);
         float *buffers = (float*)malloc(sizeof(float) * threads * per_thread);
-        if (packed && buffers) {
+        double *dw_slots = (double*)calloc((size_t)slots * M * K, sizeof(double));
+        if (packed && buffers && dw_slots) {
             pr_pack(wd, M, C, &g, 1, packed);
             #pragma omp parallel for schedule(static)
-            for (int chunk = 0; chunk < chunks; ++chunk) {
-                const int t = omp_get_thread_num();
-                const int b0 = chunk * nb_max, nb = B - b0 < nb_max ? B - b0 : nb_max;
-                double *dw_own = dw_parts + (size_t)t * M * K;
-                if (g.in_place) {
-                    const float *x0 = xd + (long)b0 * C * H * W, *dy0 = dyd + (long)b0 * M * H * W;
-                    pr_wgrad(dy0, M, x0, nb, &g, dw_own);
-                    for (int i = 0; i < nb; ++i)
-                        pr_direct(dy0 + (long)i * M * H * W, M, C, &g, packed,
-                                  dxd + (long)(b0 + i) * C * H * W);
-                    continue;
-                }
-                float *xpad = buffers + (size_t)t * per_thread;
-                float *dypad = xpad + (size_t)nb_max * C * g.plane;
-                float *out = dypad + (size_t)nb_max * M * g.plane;
-                for (int i = 0; i < nb; ++i) {
-                    pr_pad(xd + (long)(b0 + i) * C * H * W, C, &g, xpad + (size_t)i * C * g.plane);
-                    pr_pad(dyd + (long)(b0 + i) * M * H * W, M, &g, dypad + (size_t)i * M * g.plane);
-                }
-                pr_wgrad(dypad, M, xpad, nb, &g, dw_own);
-                for (int i = 0; i < nb; ++i) {
-                    float *dx_image = dxd + (long)(b0 + i) * C * H * W;
-                    if (g.rows) {
-                        pr_direct(dypad + (size_t)i * M * g.plane, M, C, &g, packed, dx_image);
-                    } else {
-                        pr_direct(dypad + (size_t)i * M * g.plane, M, C, &g, packed, out);
-                        pr_unpad(out, C, &g, dx_image);
+            for (int slot = 0; slot < slots; ++slot) {
+                double *dw_slot = dw_slots + (size_t)slot * M * K;
+                float *xpad = buffers + (size_t)omp_get_thread_num() * per_thread;
+                float *dypad = xpad + (size_t)nb_max * xs;
+                float *out = dypad + (size_t)nb_max * ds;
+                for (int chunk = slot; chunk < chunks; chunk += slots) {
+                    const int b0 = (int)((long)chunk * B / chunks);
+                    const int nb = (int)((long)(chunk + 1) * B / chunks) - b0;
+                    if (g.in_place) {   /* 1x1 over whole tiles: the arrays as they are */
+                        const float *x0 = xd + (long)b0 * C * H * W, *dy0 = dyd + (long)b0 * M * H * W;
+                        pr_wgrad(dy0, (long)M * H * W, M, x0, (long)C * H * W, nb, &g, dw_slot);
+                        for (int i = 0; i < nb; ++i)
+                            pr_direct(dy0 + (long)i * M * H * W, M, C, &g, packed,
+                                      dxd + (long)(b0 + i) * C * H * W);
+                        continue;
+                    }
+                    for (int i = 0; i < nb; ++i) {
+                        pr_pad(xd + (long)(b0 + i) * C * H * W, C, &g, xpad + i * xs);
+                        pr_pad(dyd + (long)(b0 + i) * M * H * W, M, &g, dypad + i * ds);
+                    }
+                    pr_wgrad(dypad, ds, M, xpad, xs, nb, &g, dw_slot);
+                    /* input gradient: the padded output gradient through the flipped kernels */
+                    for (int i = 0; i < nb; ++i) {
+                        float *dx_image = dxd + (long)(b0 + i) * C * H * W;
+                        if (g.rows) {
+                            pr_direct(dypad + i * ds, M, C, &g, packed, dx_image);
+                        } else {
+                            pr_direct(dypad + i * ds, M, C, &g, packed, out);
+                            pr_unpad(out, C, &g, dx_image);
+                        }
                     }
                 }
             }
+            pr_add_slots(dw_slots, slots, (long)M * K, dwd);
         } else failed = 1;
-        free(packed); free(buffers);
+        free(packed); free(buffers); free(dw_slots);
     } else {
-        const int nb_max = pr_chunk_images(B, K, P, %(chunk)dL, threads);
-        const int chunks = (B + nb_max - 1) / nb_max;
+        /* Stride 2 (the downsampling convolutions): im2col and sgemm per chunk
+           of images. Chunks are dealt round-robin to PR_SLOTS slots; a slot adds
+           its chunks' kernel gradients in order into its own doubles, and the
+           slots are added in order at the end: the same sums for any number
+           of threads. */
+        int slots, chunks = pr_even_chunks(B, pr_chunk_images(B, K, P, %(chunk)dL, 1), &slots);
+        const int nb_max = (B + chunks - 1) / chunks;
         /* per thread: cols and dcols (K x N), rows (M x N), a float kernel gradient */
         const size_t per_thread = (size_t)(2 * K + M) * nb_max * P + (size_t)M * K;
-        float *buffers = (float*)calloc((size_t)threads * per_thread, sizeof(float));
-        if (buffers) {
+        float *buffers = (float*)malloc(sizeof(float) * threads * per_thread);
+        double *dw_slots = (double*)calloc((size_t)slots * M * K, sizeof(double));
+        if (buffers && dw_slots) {
             memset(dxd, 0, sizeof(float) * B * C * H * W);
             int blas_threads = openblas_get_num_threads();
             openblas_set_num_threads(1);
             #pragma omp parallel for schedule(static)
-            for (int chunk = 0; chunk < chunks; ++chunk) {
-                const int t = omp_get_thread_num();
-                float *cols = buffers + (size_t)t * per_thread;
+            for (int slot = 0; slot < slots; ++slot) {
+                float *cols = buffers + (size_t)omp_get_thread_num() * per_thread;
                 float *dcols = cols + K * nb_max * P;
                 float *rows = dcols + K * nb_max * P;
-                float *dw_own = rows + (size_t)M * nb_max * P;
-                const int b0 = chunk * nb_max, nb = B - b0 < nb_max ? B - b0 : nb_max;
-                int N = nb * P, Mi = M, Ki = (int)K;
-                float one = 1.f, zero = 0.f;
-                char no = 'N', tr = 'T';
-                pr_images_to_rows(dyd, M, P, b0, nb, rows);
-                pr_im2col(xd, C, H, W, k, s, p, Ho, Wo, b0, nb, cols);
-                /* dw (M x K) = rows (M x N) . cols^T */
-                sgemm_(&tr, &no, &Ki, &Mi, &N, &one, cols, &N, rows, &N, &zero, dw_own, &Ki);
-                for (long i = 0; i < (long)M * K; ++i) dw_parts[(size_t)t * M * K + i] += dw_own[i];
-                /* dcols (K x N) = w^T (K x M) . rows (M x N) */
-                sgemm_(&no, &tr, &N, &Ki, &Mi, &one, rows, &N, (float*)wd, &Ki, &zero, dcols, &N);
-                pr_col2im(dcols, C, H, W, k, s, p, Ho, Wo, b0, nb, dxd);
+                float *dw_chunk = rows + (size_t)M * nb_max * P;
+                double *dw_slot = dw_slots + (size_t)slot * M * K;
+                for (int chunk = slot; chunk < chunks; chunk += slots) {
+                    const int b0 = (int)((long)chunk * B / chunks);
+                    const int nb = (int)((long)(chunk + 1) * B / chunks) - b0;
+                    int N = nb * P, Mi = M, Ki = (int)K;
+                    float one = 1.f, zero = 0.f;
+                    char no = 'N', tr = 'T';
+                    pr_images_to_rows(dyd, M, P, b0, nb, rows);
+                    pr_im2col(xd, C, H, W, k, s, p, Ho, Wo, b0, nb, cols);
+                    /* dw (M x K) = rows (M x N) . cols^T */
+                    sgemm_(&tr, &no, &Ki, &Mi, &N, &one, cols, &N, rows, &N, &zero, dw_chunk, &Ki);
+                    for (long i = 0; i < (long)M * K; ++i) dw_slot[i] += dw_chunk[i];
+                    /* dcols (K x N) = w^T (K x M) . rows (M x N) */
+                    sgemm_(&no, &tr, &N, &Ki, &Mi, &one, rows, &N, (float*)wd, &Ki, &zero, dcols, &N);
+                    pr_col2im(dcols, C, H, W, k, s, p, Ho, Wo, b0, nb, dxd);
+                }
             }
             openblas_set_num_threads(blas_threads);
+            pr_add_slots(dw_slots, slots, (long)M * K, dwd);
         } else failed = 1;
-        free(buffers);
+        free(buffers); free(dw_slots);
     }
-    if (!failed) {
-        for (long i = 0; i < (long)M * K; ++i) {
-            double total = 0;
-            for (int t = 0; t < threads; ++t) total += dw_parts[(size_t)t * M * K + i];
-            dwd[i] = (float)total;
-        }
-    }
-    free(dw_parts);
     Py_END_ALLOW_THREADS
     if (failed) { PyErr_NoMemory(); %(release)s %(fail)s }
     %(release)s

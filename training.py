@@ -479,8 +479,7 @@ def save_checkpoint(run_dir, net, stats, config, progress, best):
     history. Shuffling and augmentation are drawn from (seed, epoch) (see
     utils.epoch_plan), so the seed, the epoch and the iteration are their state.
     """
-    progress = dict(progress, lr=float(net.learning_rate.get_value()),
-                    threads=compute_threads())
+    progress = dict(progress, lr=float(net.learning_rate.get_value()))
     arrays = {"format": np.array(CHECKPOINT_FORMAT),
               "config": np.array(json.dumps(config, sort_keys=True)),
               "progress": np.array(json.dumps(progress, sort_keys=True)),
@@ -577,8 +576,8 @@ class _StopRequests:
 
 
 def compute_threads():
-    """Threads of ops.py's C ops (OpenMP). Their kernel gradients are summed per
-    thread, so the same count gives the same bits."""
+    """Threads of ops.py's C ops (OpenMP), recorded with each run. Their results
+    do not depend on it (sums in a fixed order)."""
     # libgomp's default: the CPUs this process may run on (a container's cpuset
     # can allow fewer than os.cpu_count())
     return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
@@ -671,11 +670,6 @@ class Trainer:
             self.progress, self.best, self.stats = restore_checkpoint(arrays, path, self.net)
             log("resuming %s at epoch %d, iteration %d" % (
                 self.run_dir, self.progress["epoch"] + 1, self.progress["iteration_in_epoch"]))
-            threads, saved = compute_threads(), self.progress.get("threads")
-            if saved is not None and saved != threads:
-                log("warning: the run used %d threads, this process %d: it will continue "
-                    "correctly but not bit for bit like an uninterrupted run (set "
-                    "OMP_NUM_THREADS=%d for that)" % (saved, threads, saved))
         else:
             self.stats = utils.normalisation_stats(recipe["normalisation"], self.train_x)
         log("%5s %9s %10s %9s %9s %9s %8s" % ("epoch", "lr", "train loss", "train err",

@@ -22,10 +22,11 @@ def close(ours, reference, tolerance):
 
 
 # batch, in channels, size, out channels, kernel, stride: tile-sized and odd
-# channel counts (the register tiles' remainders), the strides the networks use.
+# channel counts (the register tiles' remainders), the strides the networks use,
+# and a batch whose threads' chunks hold several images (8x8: 7 per chunk).
 CONV_CASES = [(3, 4, 9, 5, 3, 1), (2, 16, 8, 16, 3, 1), (5, 3, 8, 6, 3, 2),
               (4, 6, 8, 7, 1, 2), (2, 5, 7, 3, 1, 1), (3, 13, 6, 21, 3, 1),
-              (1, 8, 4, 17, 1, 1), (2, 7, 5, 9, 3, 2)]
+              (1, 8, 4, 17, 1, 1), (2, 7, 5, 9, 3, 2), (20, 8, 8, 16, 3, 1)]
 
 
 @pytest.mark.parametrize("batch,channels,size,filters,kernel,stride", CONV_CASES)
@@ -49,6 +50,23 @@ def test_conv_matches_stock_conv2d_forward_and_backward(batch, channels, size, f
     again = f(xv, wv, dyv)  # deterministic: bit-identical on a second call
     for first, second in zip((y_ours, dx_ours, dw_ours), (again[1], again[4], again[5])):
         np.testing.assert_array_equal(first, second)
+
+
+def test_conv_refuses_kernels_its_direct_code_does_not_cover():
+    x, w = T.tensor4(), T.tensor4()
+    f = theano.function([x, w], ops.Conv2D(1)(x, w))
+    xv = RNG.normal(size=(1, 2, 6, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match="larger than 3x3"):
+        f(xv, RNG.normal(size=(3, 2, 5, 5)).astype(np.float32))
+
+
+def test_conv_layer_with_a_5x5_kernel_uses_theanos_convolution():
+    layer = layers.Conv2DLayer(lasagne.layers.InputLayer((2, 3, 7, 7)), 4, 5)
+    x = T.tensor4()
+    f = theano.function([x], get_output(layer, x))
+    xv = RNG.normal(size=(2, 3, 7, 7)).astype(np.float32)
+    stock = T.nnet.conv2d(x, layer.W, border_mode="half", filter_flip=False)
+    close(f(xv), theano.function([x], stock)(xv), 1e-6)
 
 
 def plain_batch_norm(x, gamma, beta, epsilon, relu):
@@ -103,15 +121,17 @@ def test_ops_release_the_gil_so_the_batch_worker_overlaps_the_step():
     import time
     import training
     x, w = T.tensor4(), T.tensor4()
-    step = theano.function([x, w], ops.Conv2D(1)(x, w))  # one C call, no Python inside
-    xv = RNG.normal(size=(128, 32, 32, 32)).astype(np.float32)
-    wv = RNG.normal(size=(32, 32, 3, 3)).astype(np.float32)
+    # one C call, no Python inside (between ops the GIL changes hands anyway),
+    # long enough (about 50 ms) for several batches
+    step = theano.function([x, w], ops.Conv2D(1)(x, w))
+    xv = RNG.normal(size=(128, 64, 32, 32)).astype(np.float32)
+    wv = RNG.normal(size=(64, 64, 3, 3)).astype(np.float32)
     step(xv, wv)
     finished = []
 
     def make(i):
         data = np.random.default_rng(i).normal(size=100000)
-        for _ in range(20):  # Python between numpy calls: needs the GIL often
+        for _ in range(200):  # about 10 ms of Python between numpy calls: needs the GIL often
             data = data * 1.0001
         finished.append(time.perf_counter())
         return i
@@ -122,7 +142,7 @@ def test_ops_release_the_gil_so_the_batch_worker_overlaps_the_step():
         step(xv, wv)
         windows.append((start + 0.005, time.perf_counter() - 0.005))
     during = [t for t in finished if any(a < t < b for a, b in windows)]
-    assert len(during) >= 3
+    assert len(during) >= 8
 
 
 @pytest.mark.parametrize("relu", [False, True])

@@ -23,10 +23,12 @@ def close(ours, reference, tolerance):
 
 # batch, in channels, size, out channels, kernel, stride: tile-sized and odd
 # channel counts (the register tiles' remainders), the strides the networks use,
-# and a batch whose threads' chunks hold several images (8x8: 7 per chunk).
+# a batch whose chunks hold several images (8x8: 7 per chunk), and rows of
+# whole vectors (16 and 32 pixels: tiles write output rows in place).
 CONV_CASES = [(3, 4, 9, 5, 3, 1), (2, 16, 8, 16, 3, 1), (5, 3, 8, 6, 3, 2),
               (4, 6, 8, 7, 1, 2), (2, 5, 7, 3, 1, 1), (3, 13, 6, 21, 3, 1),
-              (1, 8, 4, 17, 1, 1), (2, 7, 5, 9, 3, 2), (20, 8, 8, 16, 3, 1)]
+              (1, 8, 4, 17, 1, 1), (2, 7, 5, 9, 3, 2), (20, 8, 8, 16, 3, 1),
+              (3, 5, 16, 9, 3, 1), (2, 3, 32, 17, 3, 1)]
 
 
 @pytest.mark.parametrize("batch,channels,size,filters,kernel,stride", CONV_CASES)

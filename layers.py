@@ -86,8 +86,7 @@ class Conv2DLayer(Layer):
         return (input_shape[0], self.num_filters, out(input_shape[2]), out(input_shape[3]))
 
     def get_output_for(self, input, **kwargs):
-        # ops.Conv2D's direct kernels (stride 1) stop at 3x3, all the networks use
-        if c_ops_apply(input, self.W) and (self.filter_size <= 3 or self.stride > 1):
+        if c_ops_apply(input, self.W) and ops.conv2d_covers(self.filter_size, self.stride):
             output = ops.Conv2D(self.stride)(input, self.W)
         else:
             output = T.nnet.conv2d(input, self.W,

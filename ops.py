@@ -377,13 +377,19 @@ static void pr_wgrad(const float *dypad, long dstride, int M, const float *xpad,
 
 /* The number of chunks of B images for chunks of about `images`: a multiple
    of the *slots (PR_SLOTS, fewer for small batches) where the batch allows, so
-   that every slot gets as many chunks; chunk c holds images c * B / chunks up
-   to (c + 1) * B / chunks. */
-static int pr_even_chunks(int B, int images, int *slots) {
+   that every slot gets as many chunks. *largest: the images of the largest
+   chunk (chunk c holds images pr_chunk_start(c) to pr_chunk_start(c + 1)). */
+static int pr_even_chunks(int B, int images, int *slots, int *largest) {
     int chunks = (B + images - 1) / images;
     *slots = chunks < PR_SLOTS ? chunks : PR_SLOTS;
     chunks = (chunks + *slots - 1) / *slots * *slots;
-    return chunks < B ? chunks : B;
+    if (chunks > B) chunks = B;
+    *largest = (B + chunks - 1) / chunks;
+    return chunks;
+}
+
+static int pr_chunk_start(int chunk, int chunks, int B) {
+    return (int)((long)chunk * B / chunks);
 }
 
 /* out[i] = the sum of slots[s * n + i] over s in order, rounded to float. */
@@ -467,7 +473,7 @@ class _COp(Op):
         return ["<omp.h>", "<math.h>", "<string.h>"]
 
     def c_code_cache_version(self):
-        return (13, blas_headers.blas_header_version())
+        return (15, blas_headers.blas_header_version())
 
 
 def _check_float32(*variables):
@@ -651,10 +657,10 @@ class Conv2DGrad(_COp):
     Py_BEGIN_ALLOW_THREADS
     if (s == 1) {
         /* Chunks of images whose padded inputs and output gradients fill about
-           half a core's L2 cache (padded, kernel gradient, input gradient while
-           in the cache), with at least 512 positions, or the lane sums
-           dominate; at most B / PR_SLOTS images, so that every slot has one.
-           Slot `slot` takes chunks slot, slot + PR_SLOTS, ... in order, adding
+           chunk_bytes (a core's L2 cache: padded, kernel gradient, input
+           gradient while in the cache), with at least 512 positions, or the
+           lane sums dominate; at most B / PR_SLOTS images, so that every slot
+           has one. Slot `slot` takes chunks slot, slot + slots, ... in order, adding
            their kernel gradients into its own doubles; the slots are added in
            order at the end. Neither depends on the number of threads: the
            gradients are bit-identical for any OMP_NUM_THREADS. */
@@ -663,8 +669,7 @@ class Conv2DGrad(_COp):
         const int nb_least = (int)((512 + g.Qr - 1) / g.Qr), nb_most = (B + PR_SLOTS - 1) / PR_SLOTS;
         if (nb_max < nb_least) nb_max = nb_least;
         if (nb_max > nb_most) nb_max = nb_most;
-        int slots, chunks = pr_even_chunks(B, nb_max, &slots);
-        nb_max = (B + chunks - 1) / chunks;
+        int slots, chunks = pr_even_chunks(B, nb_max, &slots, &nb_max);
         /* Images PR_SKEW floats more apart than their planes: strides of a
            multiple of 4 KB would map the same pixel of every image in a chunk
            to one L1 cache set (measured: 10 %% slower on 8x8 images). */
@@ -682,8 +687,8 @@ class Conv2DGrad(_COp):
                 float *dypad = xpad + (size_t)nb_max * xs;
                 float *out = dypad + (size_t)nb_max * ds;
                 for (int chunk = slot; chunk < chunks; chunk += slots) {
-                    const int b0 = (int)((long)chunk * B / chunks);
-                    const int nb = (int)((long)(chunk + 1) * B / chunks) - b0;
+                    const int b0 = pr_chunk_start(chunk, chunks, B);
+                    const int nb = pr_chunk_start(chunk + 1, chunks, B) - b0;
                     if (g.in_place) {   /* 1x1 over whole tiles: the arrays as they are */
                         const float *x0 = xd + (long)b0 * C * H * W, *dy0 = dyd + (long)b0 * M * H * W;
                         pr_wgrad(dy0, (long)M * H * W, M, x0, (long)C * H * W, nb, &g, dw_slot);
@@ -718,8 +723,8 @@ class Conv2DGrad(_COp):
            its chunks' kernel gradients in order into its own doubles, and the
            slots are added in order at the end: the same sums for any number
            of threads. */
-        int slots, chunks = pr_even_chunks(B, pr_chunk_images(B, K, P, %(chunk)dL, 1), &slots);
-        const int nb_max = (B + chunks - 1) / chunks;
+        int slots, nb_max;
+        const int chunks = pr_even_chunks(B, pr_chunk_images(B, K, P, %(chunk)dL, 1), &slots, &nb_max);
         /* per thread: cols and dcols (K x N), rows (M x N), a float kernel gradient */
         const size_t per_thread = (size_t)(2 * K + M) * nb_max * P + (size_t)M * K;
         float *buffers = (float*)malloc(sizeof(float) * threads * per_thread);
@@ -736,8 +741,8 @@ class Conv2DGrad(_COp):
                 float *dw_chunk = rows + (size_t)M * nb_max * P;
                 double *dw_slot = dw_slots + (size_t)slot * M * K;
                 for (int chunk = slot; chunk < chunks; chunk += slots) {
-                    const int b0 = (int)((long)chunk * B / chunks);
-                    const int nb = (int)((long)(chunk + 1) * B / chunks) - b0;
+                    const int b0 = pr_chunk_start(chunk, chunks, B);
+                    const int nb = pr_chunk_start(chunk + 1, chunks, B) - b0;
                     int N = nb * P, Mi = M, Ki = (int)K;
                     float one = 1.f, zero = 0.f;
                     char no = 'N', tr = 'T';
@@ -761,6 +766,12 @@ class Conv2DGrad(_COp):
     %(release)s
     }
     }""") % locals()
+
+
+def conv2d_covers(filter_size, stride):
+    """Whether ``Conv2D`` computes this kernel: its direct kernels (stride 1)
+    stop at 3x3 (it refuses larger ones), im2col (stride > 1) takes any."""
+    return stride > 1 or filter_size <= 3
 
 
 def conv2d(x, w, stride=1):

@@ -11,6 +11,7 @@ import os
 import platform
 import queue
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -796,9 +797,8 @@ class Trainer:
                 net.set_param_values(final_values, "final weights", info["name"])
         target = utils.published_weights_path(self.config["data_dir"], info["name"])
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(published, "rb") as source:
-            payload = source.read()
-        utils.atomic_write(target, lambda f: f.write(payload))
+        with open(published, "rb") as source:   # streamed: WRN-28-10's file is 146 MB
+            utils.atomic_write(target, lambda f: shutil.copyfileobj(source, f))
         self.log("weights: %s (also %s, where test_model.py looks)" % (published, target))
         return last
 

@@ -232,7 +232,7 @@ def run_child(spec, compiledir):
 
 
 # =============================================================================
-# The sgemm reference (children measure it around their steps), the runs, the table
+# The sgemm reference (children time it in pairs with their steps), the runs, the table
 
 
 def sgemm_timer(size=4096):
@@ -265,7 +265,8 @@ FIGURES = [("cold compile s", "cold_compile_s", False), ("warm compile s", "warm
            ("train img/s", "train_img_s", True), ("eval img/s", "eval_img_s", True),
            ("peak RSS GB", "peak_rss_gb", False), ("train GFLOP/s", "gflops", True),
            ("sgemm GFLOP/s next to the steps", "sgemm_gflops", True),
-           ("% of sgemm (step / sgemm, paired)", "sgemm_share", True), ("outside step %", "outside_percent", False)]
+           ("% of sgemm (step / sgemm, paired)", "sgemm_share", True),
+           ("outside step %", "outside_percent", False)]
 
 
 def main():

@@ -21,14 +21,12 @@ checked.
 """
 import math
 
-import compat  # noqa: F401  (configures Theano before it is imported)
-
+# engine first: importing it configures Theano before Lasagne imports Theano.
+from engine.layers import BatchNormLayer, Conv2DLayer
 from lasagne import init
 from lasagne.layers import (DenseLayer, DropoutLayer, ElemwiseSumLayer,
                             GlobalPoolLayer, InputLayer)
 from lasagne.nonlinearities import rectify, softmax
-
-from layers import BatchNormLayer, Conv2DLayer
 
 # -----------------------------------------------------------------------------
 # What varies between the families and between the two architectures: data.

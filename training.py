@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-import compat  # noqa: F401  (configures Theano before it is imported)
+from engine import layers  # first: importing the engine configures Theano
 import theano
 import theano.tensor as T
 import lasagne
@@ -28,7 +28,6 @@ from lasagne.layers import get_all_params, get_output, count_params
 from lasagne.objectives import categorical_crossentropy
 from lasagne.regularization import l2, regularize_network_params
 
-import layers
 import models
 import utils
 from utils import UserError

@@ -44,10 +44,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     import numpy as np
-    import compat  # noqa: F401  (configures Theano before it is imported)
+    import engine  # noqa: F401  (configures Theano before it is imported)
     import theano
     import theano.tensor as T
-    import ops
+    from engine import ops
     other = load_other_ops(args.other)
     rng = np.random.default_rng(0)
     for case in args.cases:

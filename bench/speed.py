@@ -56,7 +56,7 @@ def install_plain_layers():
     import theano
     import theano.tensor as T
     import lasagne
-    import layers
+    from engine import layers
     import models
 
     class StockConv(lasagne.layers.Conv2DLayer):
@@ -130,8 +130,8 @@ def forward_macs(network):
 def child(spec):
     started = time.time()
     import numpy as np
-    import compat  # noqa: F401
-    import layers
+    import engine  # noqa: F401  (configures Theano)
+    from engine import layers
     import training
     import utils
 
@@ -239,7 +239,7 @@ def sgemm_timer(size=4096):
     """A function that runs one size x size sgemm through Theano's Dot22 (the
     BLAS Theano is linked to, all cores) and returns its GFLOP/s."""
     import numpy as np
-    import compat  # noqa: F401
+    import engine  # noqa: F401  (configures Theano)
     import theano
     import theano.tensor as T
     a = T.matrix()

@@ -81,7 +81,7 @@ if [ "$user" != "" ] && [ "$user" != 0 ]; then
 else
   fail "the container runs as uid '$user'"
 fi
-docker run --rm preresnet:cpu python -c "import compat, theano, lasagne, numpy, scipy, sys; print('python %s, theano %s, lasagne %s, numpy %s, scipy %s; THEANO_FLAGS=%s' % (sys.version.split()[0], theano.__version__, lasagne.__version__, numpy.__version__, scipy.__version__, __import__('os').environ['THEANO_FLAGS']))"
+docker run --rm preresnet:cpu python -c "import engine, theano, lasagne, numpy, scipy, sys; print('python %s, theano %s, lasagne %s, numpy %s, scipy %s; THEANO_FLAGS=%s' % (sys.version.split()[0], theano.__version__, lasagne.__version__, numpy.__version__, scipy.__version__, __import__('os').environ['THEANO_FLAGS']))"
 
 # ---------------------------------------------------------------------------
 step_start "2. test suite inside the image (cold Theano cache)"

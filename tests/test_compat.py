@@ -1,11 +1,11 @@
-"""compat.py: Theano configured before import, without overriding the user."""
+"""engine.compat: Theano configured before import, without overriding the user."""
 import os
 import subprocess
 import sys
 
 from conftest import PROJECT_DIR
 
-SHOW = ("import compat, theano; print(theano.config.floatX); "
+SHOW = ("import engine, theano; print(theano.config.floatX); "
         "print(theano.config.blas.ldflags); print(theano.config.base_compiledir)")
 
 

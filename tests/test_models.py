@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import scipy.signal
 
-import compat  # noqa: F401
+import engine  # noqa: F401  (configures Theano)
 import theano
 import theano.tensor as T
 import lasagne
 from lasagne.layers import count_params, get_all_layers, get_output
 
-import layers
+from engine import layers
 import models
 
 # The papers' counts (He et al. 2016 Table 3 rounds them to 1.7M; these are

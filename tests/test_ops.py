@@ -2,15 +2,15 @@
 import numpy as np
 import pytest
 
-import compat  # noqa: F401
+import engine  # noqa: F401  (configures Theano)
 import theano
 import theano.tensor as T
 import lasagne
 from lasagne.layers import get_all_params, get_output
 
-import layers
+from engine import layers
 import models
-import ops
+from engine import ops
 
 RNG = np.random.default_rng(0)
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import compat  # noqa: F401
+import engine  # noqa: F401  (configures Theano)
 import theano
 import theano.tensor as T
 from lasagne.layers import get_all_params, get_output

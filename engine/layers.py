@@ -18,7 +18,7 @@ of ``ops.py`` when they can (float32, Theano linked to OpenBLAS; set
     averages kept either as Lasagne does (the inverse standard deviation) or as
     Torch/cuDNN do (the unbiased variance).
 """
-import compat  # noqa: F401  (configures Theano before it is imported)
+from . import compat  # noqa: F401  (configures Theano before it is imported)
 
 import theano
 import theano.tensor as T
@@ -26,7 +26,7 @@ from lasagne import init
 from lasagne.layers import Layer
 from lasagne.nonlinearities import rectify
 
-import ops
+from . import ops
 
 USE_C_OPS = True
 

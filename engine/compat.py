@@ -203,7 +203,6 @@ def keep_freed_memory():
 
 
 configure_theano()
-keep_freed_memory()
 logging.getLogger("theano.tensor.blas").addFilter(_drop_blas_library_warning)
 sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 with warnings.catch_warnings():

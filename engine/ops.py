@@ -25,7 +25,7 @@ each op with Theano's stock ``conv2d`` (CorrMM) and with batch normalisation
 written in plain Theano.
 Only float32 (the project's floatX) is implemented.
 """
-import compat  # noqa: F401  (configures Theano before it is imported)
+from . import compat  # noqa: F401  (configures Theano before it is imported)
 
 import theano
 import theano.tensor as T

@@ -1,7 +1,10 @@
 """Pre-activation ResNets and Wide ResNets for 32x32 CIFAR images, as Lasagne graphs.
 
-This module builds graphs and nothing else. One unit builder, ``residual_unit``,
-serves all three families; ``build_model`` stacks units into three stages.
+One unit builder, ``residual_unit``, serves all three variants; ``build_model``
+stacks units into three stages. Beside the graphs live what belongs to a
+network: its names, the papers' error rates, its weights (``Network``,
+``save_weights``, ``load_weights``) and its evaluation (``predict_labels``,
+``classification_report``).
 
 - ``normal``: PreResNet of depth 6n+2 with basic units (He et al. 2016,
   "Identity Mappings in Deep Residual Networks", arXiv 1603.05027, Fig. 4e).
@@ -11,7 +14,8 @@ serves all three families; ``build_model`` stacks units into three stages.
 - ``wide``: WRN-(6n+4)-k (Zagoruyko & Komodakis 2016, "Wide Residual Networks",
   arXiv 1605.07146, Table 1; the authors' code is models/wide-resnet.lua).
 
-``depth`` keeps the old repository's meaning: n, the number of units per stage.
+``depth`` keeps the old repository's meaning: n, the number of units per stage;
+the number of weighted layers (110 in PreResNet-110) is ``layer_count``.
 
 Two architectures are available. ``arch="paper"`` is the papers' networks, layer
 for layer and parameter for parameter. ``arch="seed"`` is the graph of the 2016
@@ -20,23 +24,37 @@ difference), kept so that its published weights can be loaded and its numbers
 checked.
 """
 import math
+from collections import OrderedDict
+
+import numpy as np
 
 # engine first: importing it configures Theano before Lasagne imports Theano.
 from engine.layers import BatchNormLayer, Conv2DLayer
+import theano
+import theano.tensor as T
+import lasagne
 from lasagne import init
 from lasagne.layers import (DenseLayer, DropoutLayer, ElemwiseSumLayer,
-                            GlobalPoolLayer, InputLayer)
+                            GlobalPoolLayer, InputLayer, count_params, get_all_layers,
+                            get_all_params, get_output)
 from lasagne.nonlinearities import rectify, softmax
 
-# -----------------------------------------------------------------------------
-# What varies between the families and between the two architectures: data.
+import utils
 
-FAMILIES = {
+# -----------------------------------------------------------------------------
+# What varies between the variants and between the two architectures: data.
+
+VARIANTS = {
     # unit: basic (two 3x3) or bottleneck (1x1, 3x3, 1x1 with 4x expansion);
-    # filters: the 3x3 convolutions' channels per stage, before widening.
-    "normal": {"unit": "basic", "filters": (16, 32, 64), "depth": lambda n: 6 * n + 2},
-    "bottleneck": {"unit": "bottleneck", "filters": (16, 32, 64), "depth": lambda n: 9 * n + 2},
-    "wide": {"unit": "basic", "filters": (16, 32, 64), "depth": lambda n: 6 * n + 4},
+    # filters: the 3x3 convolutions' channels per stage, before widening;
+    # layers_per_unit and extra_layers: the weighted layers, 6n+2, 9n+2, 6n+4
+    # (stem and classifier; WRN counts its three projections, Sec. 2).
+    "normal": {"unit": "basic", "filters": (16, 32, 64), "layers_per_unit": 2,
+               "extra_layers": 2},
+    "bottleneck": {"unit": "bottleneck", "filters": (16, 32, 64), "layers_per_unit": 3,
+                   "extra_layers": 2},
+    "wide": {"unit": "basic", "filters": (16, 32, 64), "layers_per_unit": 2,
+             "extra_layers": 4},
 }
 BOTTLENECK_EXPANSION = 4  # output channels of a bottleneck unit = 4 x inner (Sec. 4.1)
 STEM_FILTERS = 16
@@ -62,7 +80,7 @@ ARCHITECTURES = {
         "dense_init": "torch_linear",
     },
     "seed": {
-        "source": "the 2016 Lasagne repository (../shared/reference/old-repository.md)",
+        "source": "the 2016 Lasagne repository's models.py (docs/old-repository.md)",
         # Its last convolution of a unit is not wrapped by batch_norm(), so it
         # keeps a bias: 2,016 more parameters in PreResNet-110.
         "last_conv_bias": True,
@@ -180,9 +198,9 @@ def residual_unit(incoming, filters, stride, unit, spec, preactivated=False,
 
 def check_arguments(variant, depth, width=1, num_classes=10, dropout=0.0, arch="paper"):
     """Raise ValueError, with what is wrong, for a network that cannot be built."""
-    if variant not in FAMILIES:
-        raise ValueError("unknown network type %r: choose one of %s"
-                         % (variant, ", ".join(FAMILIES)))
+    if variant not in VARIANTS:
+        raise ValueError("unknown variant %r: choose one of %s"
+                         % (variant, ", ".join(VARIANTS)))
     if arch not in ARCHITECTURES:
         raise ValueError("unknown arch %r: choose one of %s"
                          % (arch, ", ".join(ARCHITECTURES)))
@@ -199,6 +217,13 @@ def check_arguments(variant, depth, width=1, num_classes=10, dropout=0.0, arch="
         raise ValueError("dropout is defined for wide networks only (WRN Sec. 2.3)")
 
 
+def layer_count(variant, depth):
+    """Weighted layers of a network with n = ``depth`` units per stage: 6n+2
+    (normal), 9n+2 (bottleneck) or 6n+4 (wide)."""
+    spec = VARIANTS[variant]
+    return 3 * spec["layers_per_unit"] * depth + spec["extra_layers"]
+
+
 def stage_units(variant, depth, arch="paper"):
     """Units in each of the three stages."""
     extra = ARCHITECTURES[arch]["extra_units"] if variant == "wide" else (0, 0, 0)
@@ -212,7 +237,7 @@ def build_model(variant, depth, width=1, num_classes=10, dropout=0.0,
     Parameters
     ----------
     variant : {'normal', 'bottleneck', 'wide'}
-        The family (see the module docstring).
+        The network's variant (see the module docstring).
     depth : int
         n, the number of residual units per stage (the old repository's
         argument): 18 gives PreResNet-110 (normal) or PreResNet-164
@@ -242,17 +267,17 @@ def build_model(variant, depth, width=1, num_classes=10, dropout=0.0,
     """
     check_arguments(variant, depth, width, num_classes, dropout, arch)
     spec = ARCHITECTURES[arch]
-    family = FAMILIES[variant]
+    unit_spec = VARIANTS[variant]
 
     network = InputLayer((None, 3, 32, 32), input_var=input_var, name="input")
     network = conv(network, STEM_FILTERS, 3, 1, spec["conv_init"], "stem.conv")
     network = bn_relu(network, spec, "stem")
     for stage, (filters, units) in enumerate(
-            zip(family["filters"], stage_units(variant, depth, arch))):
+            zip(unit_spec["filters"], stage_units(variant, depth, arch))):
         for index in range(units):
             network = residual_unit(
                 network, filters * width, stride=2 if stage > 0 and index == 0 else 1,
-                unit=family["unit"], spec=spec,
+                unit=unit_spec["unit"], spec=spec,
                 preactivated=stage == 0 and index == 0,
                 dropout=dropout, name="stage%d.unit%d" % (stage + 1, index + 1))
     network = bn_relu(network, spec, "head")
@@ -269,7 +294,7 @@ def network_name(variant, depth, width=1, arch="paper", num_classes=10):
     CIFAR-100 networks get a ``-cifar100`` suffix.
     """
     check_arguments(variant, depth, width, num_classes, 0.0, arch)
-    layers = FAMILIES[variant]["depth"](depth)
+    layers = layer_count(variant, depth)
     if variant == "wide":
         name = ("wrn%d-%d" % (layers, width) if arch == "paper"
                 else "wide-n%d-k%d" % (depth, width))
@@ -283,13 +308,183 @@ def network_name(variant, depth, width=1, arch="paper", num_classes=10):
 
 def display_name(variant, depth, width=1, arch="paper"):
     """Human name, e.g. ``PreResNet-110`` or ``WRN-16-4``."""
-    layers = FAMILIES[variant]["depth"](depth)
+    layers = layer_count(variant, depth)
     if variant == "wide" and arch == "seed":
         units = stage_units(variant, depth, arch)
         return ("old repository's wide net (n=%d, k=%d: %d/%d/%d units, %d layers)"
                 % ((depth, width) + units + (2 * sum(units) + 2,)))
     name = "WRN-%d-%d" % (layers, width) if variant == "wide" else "PreResNet-%d" % layers
     return name + (" (old repository's graph)" if arch == "seed" else "")
+
+
+# -----------------------------------------------------------------------------
+# What identifies a network, and the published numbers to compare it with.
+
+# Published CIFAR test error (%) of each paper network: (name, dataset, dropout).
+PAPER_TEST_ERROR = {
+    # He et al. 2016 (arXiv 1603.05027), its CIFAR results (full pre-activation).
+    ("preresnet110", "cifar10", False): 6.37,
+    ("preresnet164", "cifar10", False): 5.46,
+    ("preresnet164", "cifar100", False): 24.33,
+    # Zagoruyko & Komodakis 2016 (arXiv 1605.07146), its CIFAR results (dropout 0.3).
+    ("wrn16-4", "cifar10", False): 5.02,
+    ("wrn16-4", "cifar10", True): 5.24,
+    ("wrn16-4", "cifar100", False): 24.03,
+    ("wrn28-10", "cifar10", False): 4.00,
+    ("wrn28-10", "cifar10", True): 3.89,
+    ("wrn28-10", "cifar100", False): 19.25,
+}
+
+
+def paper_error(network, dropout):
+    """The paper's test error for ``network`` (a ``network_info`` dict), or None."""
+    base = network["name"].replace("-cifar100", "")
+    return PAPER_TEST_ERROR.get((base, network["dataset"], dropout > 0))
+
+
+def network_info(variant, depth, width, arch, dataset, dropout=0.0):
+    """What identifies a network (and its weights files). ValueError if it
+    cannot be built."""
+    num_classes = utils.DATASETS[dataset]["num_classes"]
+    check_arguments(variant, depth, width, num_classes, dropout, arch)
+    return {"name": network_name(variant, depth, width, arch, num_classes),
+            "display": display_name(variant, depth, width, arch),
+            "variant": variant, "depth": depth, "width": width, "arch": arch,
+            "dataset": dataset, "num_classes": num_classes, "dropout": dropout}
+
+
+# -----------------------------------------------------------------------------
+# A built network: its parameters, weights files and evaluation.
+
+
+class Network:
+    """A network built from a ``network_info`` dict, with its parameters and
+    its compiled evaluation function.
+
+    ``predict(x) -> class probabilities`` uses the batch-norm running
+    averages; it is compiled at its first use (``compile_predict``).
+    """
+
+    def __init__(self, info, seed=0, input_var=None):
+        # Lasagne draws initial weights and dropout seeds from this generator.
+        lasagne.random.set_rng(np.random.RandomState(seed))
+        self.info = info
+        self.input_var = T.tensor4("images") if input_var is None else input_var
+        self.output = build_model(
+            info["variant"], info["depth"], info["width"], info["num_classes"],
+            info.get("dropout", 0.0), self.input_var, info["arch"])
+        self.params = get_all_params(self.output)
+        self.trainable_count = count_params(self.output, trainable=True)
+        self._predict_fn = None
+
+    def compile_predict(self):
+        prediction = get_output(self.output, deterministic=True)
+        self._predict_fn = theano.function([self.input_var], prediction)
+
+    def predict(self, images):
+        if self._predict_fn is None:
+            self.compile_predict()
+        return self._predict_fn(images)
+
+    def param_names(self):
+        return ["%s %s" % (p.name, p.get_value(borrow=True).shape) for p in self.params]
+
+    def param_values(self):
+        return [p.get_value() for p in self.params]
+
+    def set_param_values(self, values, source, source_network):
+        """Load ``values`` (in ``self.params`` order) after checking every shape."""
+        expected = [(p.name, p.get_value(borrow=True).shape) for p in self.params]
+        utils.check_parameters(expected, [v.shape for v in values], source,
+                               source_network, self.info["name"])
+        for param, value in zip(self.params, values):
+            param.set_value(np.asarray(value, dtype=param.dtype))
+
+    def random_state_vars(self):
+        """Shared variables holding the dropout layers' random-stream states."""
+        return [state for layer in get_all_layers(self.output)
+                if hasattr(layer, "_srng")
+                for state, *_ in layer._srng.state_updates]
+
+
+def save_weights(path, net, stats, groups=None, records=None):
+    """Write ``net``'s parameters and input normalisation (``utils.write_weights``;
+    a checkpoint adds ``groups`` of arrays and JSON ``records``)."""
+    utils.write_weights(path, net.info, net.param_names(), net.param_values(), stats,
+                        groups, records)
+
+
+def load_weights(path, net):
+    """Load a weights file of this project into ``net``; returns the whole file
+    as ``utils.read_weights`` reads it."""
+    weights = utils.read_weights(path)
+    net.set_param_values(weights["values"], path, weights["network"].get("name", "?"))
+    return weights
+
+
+def predict_labels(net, images, stats, batch_size=500):
+    """Predicted class of every image, evaluated in batches (``stats`` is the
+    normalisation the weights were trained with)."""
+    predictions = [np.argmax(net.predict(utils.normalise(images[i:i + batch_size], stats)),
+                             axis=1)
+                   for i in range(0, len(images), batch_size)]
+    return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
+
+
+def error_percent(net, images, labels, stats):
+    """Test or validation error in %, or None for no images."""
+    if len(images) == 0:
+        return None
+    return 100.0 * float(np.mean(predict_labels(net, images, stats) != labels))
+
+
+def classification_report(labels, predictions, label_names):
+    """Error %, per-class accuracy % and the confusion matrix
+    (rows: true class, columns: predicted class)."""
+    k = len(label_names)
+    confusion = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k)
+    per_class = 100.0 * np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    return {"count": int(len(labels)),
+            "error": 100.0 * float(np.mean(labels != predictions)) if len(labels) else None,
+            "per_class_accuracy": OrderedDict(zip(label_names, per_class.tolist())),
+            "confusion": confusion.tolist(),
+            "label_names": list(label_names)}
+
+
+# -----------------------------------------------------------------------------
+# The network's command-line arguments, shared by train_nn.py and test_model.py.
+
+
+def add_network_arguments(parser, optional=False):
+    """VARIANT DEPTH [WIDTH], --arch and --dataset."""
+    nargs = "?" if optional else None
+    parser.add_argument("variant", metavar="VARIANT", nargs=nargs, choices=list(VARIANTS),
+                        help="normal (PreResNet, 6n+2 layers), bottleneck "
+                             "(PreResNet, 9n+2) or wide (WRN-(6n+4)-k)")
+    parser.add_argument("depth", metavar="DEPTH", nargs=nargs, type=int,
+                        help="n, residual units per stage (18: PreResNet-110/164)")
+    parser.add_argument("width", metavar="WIDTH", nargs="?", type=int,
+                        help="k, the widening factor (wide networks only)")
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default=None,
+                        help="paper: the papers' networks (default); seed: the old "
+                             "repository's graphs")
+    parser.add_argument("--dataset", choices=list(utils.DATASETS), default=None,
+                        help="cifar10 (default) or cifar100")
+
+
+def check_network_arguments(parser, args):
+    """Usage errors (exit code 2) for a VARIANT/DEPTH/WIDTH that cannot be built."""
+    if args.variant is None or args.depth is None:
+        parser.error("VARIANT and DEPTH are required, e.g. `normal 18`")
+    if args.depth < 1:
+        parser.error("DEPTH (units per stage) must be at least 1, got %d" % args.depth)
+    if args.variant == "wide" and args.width is None:
+        parser.error("wide networks need WIDTH, e.g. `wide 2 4` for WRN-16-4")
+    if args.variant != "wide" and args.width is not None:
+        parser.error("WIDTH applies to wide networks only; `%s %d` takes none"
+                     % (args.variant, args.depth))
+    if args.width is not None and args.width < 1:
+        parser.error("WIDTH must be at least 1, got %d" % args.width)
 
 
 # -----------------------------------------------------------------------------

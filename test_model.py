@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-import training
+import engine
+import models
 import utils
 from utils import UserError
 
@@ -27,7 +28,7 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    training.add_network_arguments(parser)
+    models.add_network_arguments(parser)
     parser.add_argument("--weights", help="weights file (.npz of this project, or the old "
                                           "repository's .pklz with --arch seed); default "
                                           "data/weights/<network>.npz")
@@ -63,9 +64,9 @@ def load_any_weights(parser, args, net, data_dir):
     if args.pixel_mean:
         parser.error("--pixel-mean is for .pklz files; %s carries its own normalisation"
                      % args.weights)
-    stats, made_for = training.load_weights(args.weights, net)
-    net.info["dropout"] = made_for.get("dropout", 0.0)
-    return stats
+    weights = models.load_weights(args.weights, net)
+    net.info["dropout"] = weights["network"].get("dropout", 0.0)
+    return weights["stats"]
 
 
 def print_report(report, info, weights, paper):
@@ -86,9 +87,10 @@ def print_report(report, info, weights, paper):
 
 
 def main(argv=None):
+    engine.compat.keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
-    training.check_network_arguments(parser, args)
+    models.check_network_arguments(parser, args)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     try:
@@ -98,7 +100,7 @@ def main(argv=None):
             dataset = utils.read_weights(args.weights)["network"].get("dataset")
         dataset = dataset or "cifar10"
         try:
-            info = training.network_info(args.type, args.depth, args.width or 1, arch,
+            info = models.network_info(args.variant, args.depth, args.width or 1, arch,
                                          dataset)
         except ValueError as error:
             parser.error(str(error))
@@ -107,20 +109,20 @@ def main(argv=None):
             if not os.path.isfile(args.weights):
                 raise UserError("no weights at %s: train them first (python train_nn.py "
                                 "%s %d%s) or pass --weights"
-                                % (args.weights, args.type, args.depth,
+                                % (args.weights, args.variant, args.depth,
                                    " %d" % args.width if args.width else ""))
         data_dir = args.data_dir or utils.DEFAULT_DATA_DIR
-        net = training.Network(info)
+        net = models.Network(info)
         stats = load_any_weights(parser, args, net, data_dir)
         data = utils.load_dataset(dataset, data_dir)
         print("compiling the evaluation function...", flush=True)
         net.compile_predict()
         started = time.time()
-        predictions = training.predict_labels(net, data["test_x"], stats, args.batch_size)
+        predictions = models.predict_labels(net, data["test_x"], stats, args.batch_size)
         seconds = time.time() - started
-        report = training.classification_report(data["test_y"], predictions,
+        report = models.classification_report(data["test_y"], predictions,
                                                 data["label_names"])
-        paper = training.paper_error(info, info.get("dropout", 0.0))
+        paper = models.paper_error(info, info.get("dropout", 0.0))
         print_report(report, info, args.weights, paper)
         print("%.1f s, %.0f images/s at batch %d" % (seconds, report["count"] / seconds,
                                                      args.batch_size))

@@ -8,6 +8,7 @@
     python train_nn.py normal 1 --epochs 1 --limit 2000        # a smoke run
     python train_nn.py --resume runs/preresnet110-paper-20261128-170000
 
+This file is the recipes (data, each citing its source) and the training loop.
 Every recipe value can be overridden (see --help). A run folder holds the
 resolved config (config.json), the per-epoch log (log.csv, output.log), the
 curves (curves.png), a checkpoint after every epoch (checkpoint.npz) and the
@@ -17,12 +18,440 @@ published weights also go to data/weights/<network>.npz for test_model.py.
 import argparse
 import datetime
 import json
+import math
 import os
+import shutil
 import sys
+import time
 
-import training
+import numpy as np
+
+import engine  # noqa: F401  (configures Theano before it is imported)
+from engine import loop, updates
+from engine.loop import Interrupted
+import theano
+import theano.tensor as T
+from lasagne.layers import get_all_params, get_output
+from lasagne.objectives import categorical_crossentropy
+
+import models
 import utils
 from utils import UserError
+
+# =============================================================================
+# Recipes: every hyperparameter of a run, with where it comes from.
+# Epochs are counted from 0 here; "lr_milestones" are the 0-based epochs at
+# whose start the learning rate is multiplied by "lr_factor".
+
+RECIPES = {
+    "paper-preresnet": {
+        "source": "He et al. 2016 (arXiv 1603.05027) as run by the authors' code: "
+                  "fb.resnet.torch train.lua/opts.lua with resnet-pre-act.lua "
+                  "(KaimingHe/resnet-1k-layers)",
+        "epochs": 164,
+        "batch_size": 128,
+        "lr": 0.1,
+        # Torch counts epochs from 1 and decays when epoch >= 81 and >= 122.
+        "lr_milestones": [80, 121],
+        "lr_factor": 0.1,
+        # Optional warm-up (He et al. 2016 Sec. 4.1 use 0.01 for 400 iterations
+        # on ResNet-1001): off by default, --warmup-iters 400 turns it on.
+        "warmup_iters": 0,
+        "warmup_epochs": 0,
+        "warmup_lr": 0.01,
+        "momentum": 0.9,
+        # optim.sgd with nesterov=true, dampening=0.
+        "optimizer": "nesterov_torch",
+        "reset_momentum_at_milestones": False,
+        "weight_decay": 1e-4,
+        # optim.sgd adds weightDecay * w to the gradient of every parameter,
+        # batch-norm scale and shift and the classifier's bias included.
+        "decay": "gradient_all",
+        "normalisation": "channel_mean_std",
+        "pad": 4,
+        "pad_mode": "zero",  # t.RandomCrop(32, 4): zero padding
+        "val_size": 0,  # all 50,000 images; the final epoch's test error is reported
+        "drop_last": False,  # fb.resnet.torch's loader keeps the last partial batch
+        "dropout": 0.0,
+        "publish": "final",
+    },
+    "paper-wrn": {
+        "source": "Zagoruyko & Komodakis 2016 (arXiv 1605.07146) as run by the "
+                  "authors' code: szagoruyko/wide-residual-networks train.lua and "
+                  "scripts/train_cifar.sh",
+        "epochs": 200,
+        "batch_size": 128,
+        "lr": 0.1,
+        # epoch_step={60,120,160}: train.lua decays at the start of its (1-based)
+        # epochs 60, 120 and 160, i.e. before 0-based epochs 59, 119 and 159.
+        "lr_milestones": [59, 119, 159],
+        "lr_factor": 0.2,
+        "warmup_iters": 0,
+        "warmup_epochs": 0,
+        "warmup_lr": 0.01,
+        "momentum": 0.9,
+        "optimizer": "nesterov_torch",
+        # updateLR() rebuilds optimState from opt: the momentum buffers restart.
+        "reset_momentum_at_milestones": True,
+        "weight_decay": 5e-4,
+        "decay": "gradient_all",
+        "normalisation": "channel_mean_std",  # meanstd, the README's final numbers
+        "pad": 4,
+        "pad_mode": "reflect",  # randomcrop_type=reflection
+        "val_size": 0,
+        "drop_last": True,  # "remove last element so that all minibatches have equal size"
+        "dropout": 0.0,  # 0.3 for the "-dropout" rows: --dropout 0.3
+        "publish": "final",
+    },
+    "seed": {
+        "source": "the old Lasagne repository's train_nn.py (docs/old-repository.md)",
+        "epochs": 200,
+        "batch_size": 64,
+        "lr": 0.1,
+        "lr_milestones": [80, 120],
+        "lr_factor": 0.1,
+        "warmup_iters": 0,
+        "warmup_epochs": 10,  # lr 0.01 for epochs 0-9
+        "warmup_lr": 0.01,
+        "momentum": 0.9,
+        "optimizer": "nesterov_lasagne",
+        "reset_momentum_at_milestones": False,
+        "weight_decay": 1e-4,
+        # loss + 1e-4 * sum(w**2) over regularizable parameters: an effective
+        # decay of 2e-4 on conv/dense weights and batch-norm gamma.
+        "decay": "l2_loss_regularizable",
+        "normalisation": "pixel_mean",
+        "pad": 4,
+        "pad_mode": "zero",
+        "val_size": 5000,
+        "drop_last": True,
+        "dropout": 0.0,
+        "publish": "best_val",  # it saved the best-on-validation parameters
+    },
+}
+
+CHOICES = {
+    "optimizer": tuple(updates.OPTIMIZERS),
+    "decay": updates.DECAY_MODES,
+    "normalisation": ("channel_mean_std", "pixel_mean"),
+    "pad_mode": ("zero", "reflect"),
+    "publish": ("final", "best_val"),
+}
+
+
+# =============================================================================
+# Recipe resolution and the learning-rate schedule
+
+
+def resolve_recipe(name, variant, overrides=None):
+    """The recipe a run uses: ``paper`` means the family's paper recipe; then
+    any override (a dict of recipe keys) replaces the recipe's value."""
+    if name == "paper":
+        name = "paper-wrn" if variant == "wide" else "paper-preresnet"
+    if name not in RECIPES:
+        raise UserError("unknown recipe %r: choose paper, %s" % (name, ", ".join(RECIPES)))
+    recipe = dict(RECIPES[name], name=name)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in recipe:
+            raise ValueError("not a recipe key: %r" % key)
+        if key in CHOICES and value not in CHOICES[key]:
+            raise UserError("%s must be one of %s" % (key, ", ".join(CHOICES[key])))
+        recipe[key] = value
+    return recipe
+
+
+def learning_rate(recipe, epoch, iteration):
+    """Learning rate of the step at 0-based ``epoch`` and global ``iteration``."""
+    if epoch < recipe["warmup_epochs"] or iteration < recipe["warmup_iters"]:
+        return recipe["warmup_lr"]
+    drops = sum(epoch >= m for m in recipe["lr_milestones"])
+    return recipe["lr"] * recipe["lr_factor"] ** drops
+
+
+# =============================================================================
+# The training step
+
+
+def compile_training_step(net, recipe):
+    """Compile one step of ``recipe``'s optimiser for ``net`` (a models.Network).
+
+    Returns
+    -------
+    (function, TensorSharedVariable, list)
+        ``step(images, labels) -> (mean cross-entropy, misclassified count)``,
+        which updates the parameters, the batch-norm averages and the
+        optimiser's state; the learning rate it reads; the momentum buffers.
+    """
+    target_var = T.ivector("labels")
+    prediction = get_output(net.output)
+    loss = categorical_crossentropy(prediction, target_var).mean()
+    errors = T.sum(T.neq(T.argmax(prediction, axis=1), target_var))
+    params = get_all_params(net.output, trainable=True)
+    grads = updates.gradients_with_decay(loss, net.output, params, recipe["weight_decay"],
+                                         recipe["decay"])
+    learning_rate = theano.shared(np.float32(0), name="learning_rate")
+    step_updates, buffers = updates.OPTIMIZERS[recipe["optimizer"]](
+        grads, params, learning_rate, np.float32(recipe["momentum"]))
+    step = theano.function([net.input_var, target_var], [loss, errors], updates=step_updates)
+    return step, learning_rate, buffers
+
+
+# =============================================================================
+# Checkpoints: a weights file plus everything needed to continue bit for bit
+
+CHECKPOINT_NAME = "checkpoint.npz"
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_error", "val_error", "test_error",
+               "seconds"]
+
+
+def read_checkpoint(run_dir):
+    """The checkpoint of ``run_dir`` as ``utils.read_weights`` reads it."""
+    path = os.path.join(run_dir, CHECKPOINT_NAME)
+    if not os.path.isfile(path):
+        raise UserError("%s holds no %s: not a run folder of train_nn.py, or the run "
+                        "stopped before its first checkpoint" % (run_dir, CHECKPOINT_NAME))
+    checkpoint = utils.read_weights(path, what="checkpoint")
+    if "progress" not in checkpoint["records"] or "config" not in checkpoint["records"]:
+        raise UserError("%s: a weights file, not a checkpoint of this project" % path)
+    return checkpoint
+
+
+# =============================================================================
+# The training loop
+
+
+def train(config, data, run_dir, resume=False, log=print):
+    """Run (or continue) a training run described by ``config`` in ``run_dir``.
+
+    ``config`` holds ``network`` (see models.network_info), ``recipe``
+    (resolved), ``seed``, ``limit``, ``data_dir`` and ``test_every``; ``data``
+    is utils.load_dataset's result. Returns the last history row. Raises
+    engine.loop.Interrupted after saving when SIGINT/SIGTERM arrive.
+    """
+    return Trainer(config, data, run_dir, log).run(resume)
+
+
+class Trainer:
+    """One training run: the network, the data it sees, its progress and its
+    folder. ``progress`` (JSON-able) and ``best`` are what a checkpoint keeps
+    besides the network's variables."""
+
+    def __init__(self, config, data, run_dir, log):
+        self.config, self.recipe, self.run_dir, self.log = (
+            config, config["recipe"], run_dir, log)
+        self.train_x, self.train_y, self.val_x, self.val_y = utils.split_training_data(
+            data, self.recipe["val_size"], config["limit"], config["seed"])
+        self.test_x, self.test_y = data["test_x"], data["test_y"]
+        self.batches = utils.batch_positions(len(self.train_x), self.recipe["batch_size"],
+                                       self.recipe["drop_last"])
+        if not self.batches:
+            raise UserError("%d training images make no batch of %d; lower --batch-size"
+                            % (len(self.train_x), self.recipe["batch_size"]))
+        self.net = models.Network(config["network"], config["seed"])
+        self.step = self.learning_rate = None
+        self.optimizer_state = []
+        self.paper = models.paper_error(config["network"], self.recipe["dropout"])
+        self.progress = {"epoch": 0, "iteration_in_epoch": 0, "iteration": 0,
+                         "loss_sum": 0.0, "error_count": 0, "seen": 0, "seconds": 0.0,
+                         "history": []}
+        self.best = None
+        self.stats = None
+
+    def run(self, resume):
+        recipe, info, log = self.recipe, self.config["network"], self.log
+        log("%s: %s trainable parameters"
+            % (info["display"], format(self.net.trainable_count, ",")))
+        log("recipe %s: %d epochs, batch %d, lr %g (x%g at epochs %s), weight decay %g, "
+            "%d training / %d validation images" % (
+                recipe["name"], recipe["epochs"], recipe["batch_size"], recipe["lr"],
+                recipe["lr_factor"], ",".join(str(m) for m in recipe["lr_milestones"]) or "-",
+                recipe["weight_decay"], len(self.train_x), len(self.val_x)))
+        log("compiling the training step (minutes the first time for a deep network; "
+            "Theano caches the C code)...")
+        started = time.time()
+        # the evaluation function compiles at the first test
+        self.step, self.learning_rate, self.optimizer_state = compile_training_step(
+            self.net, recipe)
+        log("compiled in %.0f s" % (time.time() - started))
+        if resume:
+            self.restore(read_checkpoint(self.run_dir))
+            log("resuming %s at epoch %d, iteration %d" % (
+                self.run_dir, self.progress["epoch"] + 1, self.progress["iteration_in_epoch"]))
+        else:
+            self.stats = utils.normalisation_stats(recipe["normalisation"], self.train_x)
+        log("%5s %9s %10s %9s %9s %9s %8s" % ("epoch", "lr", "train loss", "train err",
+                                              "val err", "test err", "seconds"))
+        with loop.StopRequests() as stop:
+            try:
+                while self.progress["epoch"] < recipe["epochs"]:
+                    self.run_epoch(stop)
+            except Interrupted:
+                self.checkpoint()
+                log("saved %s at epoch %d, iteration %d; resume with:\n  python train_nn.py "
+                    "--resume %s" % (os.path.join(self.run_dir, CHECKPOINT_NAME),
+                                     self.progress["epoch"] + 1,
+                                     self.progress["iteration_in_epoch"], self.run_dir))
+                raise
+        return self.finish()
+
+    def checkpoint(self):
+        """Write checkpoint.npz atomically: the weights file of the network as it
+        is, plus the optimiser's buffers, the dropout streams' states, the best
+        weights so far and the loop's ``progress`` (JSON-able: the epoch being
+        run, the iteration within it, the global iteration, the epoch's running
+        sums and the metric history). Shuffling and augmentation are drawn from
+        (seed, epoch) (utils.epoch_plan), so these are all the loop's state."""
+        progress = dict(self.progress, lr=float(self.learning_rate.get_value()))
+        groups = {"optimizer": [v.get_value() for v in self.optimizer_state],
+                  "random": [v.get_value() for v in self.net.random_state_vars()],
+                  "best": self.best["values"] if self.best else []}
+        records = {"config": self.config, "progress": progress,
+                   "best": {k: v for k, v in (self.best or {}).items() if k != "values"}}
+        try:
+            models.save_weights(os.path.join(self.run_dir, CHECKPOINT_NAME), self.net,
+                                self.stats, groups, records)
+        except UserError as error:
+            if not os.path.isfile(os.path.join(self.run_dir, CHECKPOINT_NAME)):
+                raise
+            raise UserError("%s; free space (or fix permissions), then continue from it "
+                            "with: python train_nn.py --resume %s" % (error, self.run_dir))
+
+    def restore(self, checkpoint):
+        """Put a checkpoint's parameters, optimiser and random states and the
+        loop's progress back."""
+        path = os.path.join(self.run_dir, CHECKPOINT_NAME)
+        self.net.set_param_values(checkpoint["values"], path,
+                                  checkpoint["network"].get("name", "?"))
+        for group, variables in (("optimizer", self.optimizer_state),
+                                 ("random", self.net.random_state_vars())):
+            values = checkpoint["groups"].get(group, [])
+            if len(values) != len(variables):
+                raise UserError("%s: %d %s arrays for %d in the network; the checkpoint "
+                                "belongs to another program version"
+                                % (path, len(values), group, len(variables)))
+            for var, value in zip(variables, values):
+                var.set_value(value)
+        records = checkpoint["records"]
+        best = records.get("best") or None
+        if best:
+            best["values"] = checkpoint["groups"].get("best", [])
+        self.progress, self.best, self.stats = records["progress"], best, checkpoint["stats"]
+
+    def run_epoch(self, stop):
+        """Train (the rest of) an epoch, evaluate, log, checkpoint."""
+        recipe, progress, net = self.recipe, self.progress, self.net
+        epoch, first = progress["epoch"], progress["iteration_in_epoch"]
+        plan = utils.epoch_plan(self.config["seed"], epoch, len(self.train_x), recipe["pad"])
+        if first == 0 and recipe["reset_momentum_at_milestones"] and \
+                epoch in recipe["lr_milestones"]:
+            for buffer in self.optimizer_state:
+                buffer.set_value(np.zeros_like(buffer.get_value()))
+        bar = loop.Progress("epoch %d" % (epoch + 1), len(self.batches))
+        started = time.time()
+
+        def make(i):
+            return utils.make_batch(self.train_x, self.train_y, plan, *self.batches[i],
+                                    self.stats, recipe["pad"], recipe["pad_mode"])
+
+        loader = loop.Prefetcher(make, range(first, len(self.batches)))
+        try:
+            for i, (images, labels) in zip(range(first, len(self.batches)), loader):
+                lr = np.float32(learning_rate(recipe, epoch, progress["iteration"]))
+                if self.learning_rate.get_value() != lr:
+                    self.learning_rate.set_value(lr)
+                loss, errors = self.step(images, labels)
+                loss, errors = float(loss), int(errors)
+                if not math.isfinite(loss):
+                    kept = ("the checkpoint of epoch %d in %s is intact" % (epoch, self.run_dir)
+                            if epoch else "no checkpoint was written yet")
+                    raise UserError("the training loss became %s at epoch %d, iteration %d; "
+                                    "stopped (%s): lower --lr or check the data"
+                                    % (loss, epoch + 1, i, kept))
+                progress["loss_sum"] += loss * len(labels)
+                progress["error_count"] += errors
+                progress["seen"] += len(labels)
+                progress["iteration"] += 1
+                progress["iteration_in_epoch"] = i + 1
+                bar.update(i + 1, "loss %.3f err %.1f%%" % (
+                    progress["loss_sum"] / progress["seen"],
+                    100.0 * progress["error_count"] / progress["seen"]))
+                stop.check()
+            row = self.evaluate(epoch)
+            stop.check()  # an interrupted evaluation is redone on resume
+        except Interrupted:
+            progress["seconds"] += time.time() - started
+            raise
+        finally:
+            loader.close()
+            bar.clear()
+        row["seconds"] = round(progress["seconds"] + time.time() - started, 2)
+        self.log("%5d %9.5f %10.4f %8.2f%% %9s %9s %8.1f" % (
+            row["epoch"], row["lr"], row["train_loss"], row["train_error"],
+            _percent(row["val_error"]), _percent(row["test_error"]), row["seconds"]))
+        if row["val_error"] is not None and (self.best is None
+                                             or row["val_error"] < self.best["val_error"]):
+            self.best = {"epoch": row["epoch"], "val_error": row["val_error"],
+                         "values": net.param_values()}
+            models.save_weights(os.path.join(self.run_dir, "weights_best.npz"), net,
+                                self.stats)
+        progress["history"].append(row)
+        progress.update(epoch=epoch + 1, iteration_in_epoch=0, loss_sum=0.0, error_count=0,
+                        seen=0, seconds=0.0)
+        utils.write_history_csv(os.path.join(self.run_dir, "log.csv"), progress["history"],
+                                LOG_COLUMNS)
+        utils.plot_curves(os.path.join(self.run_dir, "curves.png"), progress["history"],
+                          "%s, recipe %s" % (net.info["display"], recipe["name"]), self.paper)
+        self.checkpoint()
+
+    def evaluate(self, epoch):
+        """The epoch's log row: its training figures, validation and test error
+        (the test set every ``test_every`` epochs and at the last)."""
+        progress, recipe = self.progress, self.recipe
+        test_every = self.config.get("test_every", 1)
+        tested = epoch + 1 == recipe["epochs"] or (test_every and (epoch + 1) % test_every == 0)
+        return {"epoch": epoch + 1,
+                "lr": learning_rate(recipe, epoch, progress["iteration"] - 1),
+                "train_loss": progress["loss_sum"] / progress["seen"],
+                "train_error": 100.0 * progress["error_count"] / progress["seen"],
+                "val_error": models.error_percent(self.net, self.val_x, self.val_y, self.stats),
+                "test_error": (models.error_percent(self.net, self.test_x, self.test_y, self.stats)
+                               if tested else None)}
+
+    def finish(self):
+        """Save the final weights and publish the recipe's choice to data/weights/."""
+        net, info, best = self.net, self.config["network"], self.best
+        final_path = os.path.join(self.run_dir, "weights_final.npz")
+        models.save_weights(final_path, net, self.stats)
+        last = self.progress["history"][-1]
+        paper_text = " (paper: %.2f %%)" % self.paper if self.paper is not None else ""
+        self.log("final test error: %s%s" % (_percent(last["test_error"]), paper_text))
+        published = final_path
+        if best is not None:
+            final_values = net.param_values()
+            net.set_param_values(best["values"], "best weights", info["name"])
+            best_test = models.error_percent(net, self.test_x, self.test_y, self.stats)
+            self.log("best validation error %.2f %% at epoch %d; its test error: %s"
+                     % (best["val_error"], best["epoch"], _percent(best_test)))
+            if self.recipe["publish"] == "best_val":
+                published = os.path.join(self.run_dir, "weights_best.npz")
+            else:
+                net.set_param_values(final_values, "final weights", info["name"])
+        target = utils.published_weights_path(self.config["data_dir"], info["name"])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(published, "rb") as source:   # streamed: WRN-28-10's file is 146 MB
+            utils.atomic_write(target, lambda f: shutil.copyfileobj(source, f))
+        self.log("weights: %s (also %s, where test_model.py looks)" % (published, target))
+        return last
+
+
+def _percent(value):
+    return "-" if value is None else "%.2f%%" % value
+
+
+# =============================================================================
+# The command line
 
 # How each recipe key is read from the command line.
 RECIPE_FLAG_TYPES = {
@@ -60,7 +489,7 @@ def build_parser():
         description=__doc__.split("\n\n")[0],
         epilog="Recipes: paper (the papers' code, default), seed (the old repository).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    training.add_network_arguments(parser, optional=True)
+    models.add_network_arguments(parser, optional=True)
     parser.add_argument("--recipe", default="paper",
                         help="paper (default), seed, or paper-preresnet / paper-wrn")
     parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ "
@@ -77,12 +506,12 @@ def build_parser():
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its checkpoint")
     recipe = parser.add_argument_group("recipe overrides (default: the recipe's value)")
-    for key in training.RECIPES["paper-preresnet"]:
+    for key in RECIPES["paper-preresnet"]:
         if key == "source":
             continue
         flag = "--" + key.replace("_", "-")
-        if key in training.CHOICES:
-            recipe.add_argument(flag, choices=training.CHOICES[key])
+        if key in CHOICES:
+            recipe.add_argument(flag, choices=CHOICES[key])
         elif key == "lr_milestones":
             recipe.add_argument(flag, type=milestones, metavar="E1,E2",
                                 help="multiply lr by --lr-factor after these many epochs "
@@ -95,12 +524,12 @@ def build_parser():
 
 
 def recipe_overrides(args):
-    return {key: getattr(args, key) for key in training.RECIPES["paper-preresnet"]
+    return {key: getattr(args, key) for key in RECIPES["paper-preresnet"]
             if key != "source"}
 
 
 def new_run(parser, args):
-    training.check_network_arguments(parser, args)
+    models.check_network_arguments(parser, args)
     overrides = recipe_overrides(args)
     for key, minimum in MIN_VALUES.items():
         if overrides[key] is not None and overrides[key] < minimum:
@@ -111,8 +540,8 @@ def new_run(parser, args):
     if args.limit < 0:
         parser.error("--limit must not be negative")
     try:
-        recipe = training.resolve_recipe(args.recipe, args.type, overrides)
-        info = training.network_info(args.type, args.depth, args.width or 1,
+        recipe = resolve_recipe(args.recipe, args.variant, overrides)
+        info = models.network_info(args.variant, args.depth, args.width or 1,
                                      args.arch or "paper", args.dataset or "cifar10",
                                      recipe["dropout"])
     except (ValueError, UserError) as error:
@@ -120,7 +549,7 @@ def new_run(parser, args):
     run_dir = args.out or os.path.join(
         utils.PROJECT_DIR, "runs", "%s-%s-%s" % (
             info["name"], recipe["name"], datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
-    if os.path.exists(os.path.join(run_dir, training.CHECKPOINT_NAME)):
+    if os.path.exists(os.path.join(run_dir, CHECKPOINT_NAME)):
         parser.error("%s already holds a run; continue it with --resume %s, or choose "
                      "another --out" % (run_dir, run_dir))
     config = {"network": info, "recipe": recipe, "seed": args.seed, "limit": args.limit,
@@ -137,14 +566,13 @@ def resumed_run(parser, args):
     if given:
         parser.error("--resume continues a run exactly as it was configured; it takes "
                      "no %s (only --data-dir)" % ", ".join(given))
-    _, arrays = training.read_checkpoint(args.resume)
-    config = json.loads(str(arrays["config"]))
-    progress = json.loads(str(arrays["progress"]))
+    records = read_checkpoint(args.resume)["records"]
+    config, progress = records["config"], records["progress"]
     info = config["network"]
-    if args.type is not None and (args.type, args.depth, args.width or 1) != (
+    if args.variant is not None and (args.variant, args.depth, args.width or 1) != (
             info["variant"], info["depth"], info["width"]):
         parser.error("%s holds a %s run, not `%s %s%s`" % (
-            args.resume, info["display"], args.type, args.depth,
+            args.resume, info["display"], args.variant, args.depth,
             " %d" % args.width if args.width else ""))
     if args.data_dir:
         config["data_dir"] = os.path.abspath(args.data_dir)
@@ -152,6 +580,7 @@ def resumed_run(parser, args):
 
 
 def main(argv=None):
+    engine.compat.keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -175,8 +604,8 @@ def main(argv=None):
             os.makedirs(run_dir, exist_ok=True)
             utils.write_json(os.path.join(run_dir, "config.json"), dict(
                 config, command=" ".join(["python", "train_nn.py"] + sys.argv[1:]),
-                versions=training.library_versions(),
-                machine=training.machine_description(),
+                versions=loop.library_versions(),
+                machine=loop.machine_description(),
                 started=datetime.datetime.now().isoformat(timespec="seconds")))
         with open(os.path.join(run_dir, "output.log"), "a") as log_file:
             def log(text):
@@ -185,12 +614,12 @@ def main(argv=None):
                 log_file.flush()
 
             log("run folder: %s" % run_dir)
-            training.train(config, data, run_dir, resume=bool(args.resume), log=log)
+            train(config, data, run_dir, resume=bool(args.resume), log=log)
         return 0
     except UserError as error:
         print("error: %s" % error, file=sys.stderr)
         return 1
-    except training.Interrupted as interruption:
+    except Interrupted as interruption:
         return interruption.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted; the last checkpoint (if any) is intact", file=sys.stderr)

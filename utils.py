@@ -432,6 +432,39 @@ def crop_and_flip(batch, dy, dx, flip, pad=4, mode="zero"):
                   cols[:, None, None, :]]
 
 
+def split_training_data(data, val_size, limit, seed):
+    """The training images a run uses (the first ``limit``, 0 for all) and a
+    validation split of ``val_size`` of them, drawn with the run's seed:
+    ``(train_x, train_y, val_x, val_y)``."""
+    images, labels = data["train_x"], data["train_y"]
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    if val_size >= len(images):
+        raise UserError("--val-size %d leaves no training images out of %d; "
+                        "lower --val-size or raise --limit" % (val_size, len(images)))
+    if val_size:
+        order = np.random.default_rng([seed, 1]).permutation(len(images))
+        train, val = order[val_size:], order[:val_size]
+        return images[train], labels[train], images[val], labels[val]
+    return images, labels, images[:0], labels[:0]
+
+
+def batch_positions(count, batch_size, drop_last):
+    """Start and end positions of the batches of an epoch."""
+    stops = count - count % batch_size if drop_last else count
+    return [(start, min(start + batch_size, count)) for start in range(0, stops, batch_size)]
+
+
+def make_batch(images, labels, plan, start, stop, stats, pad, pad_mode):
+    """Training batch ``start:stop`` of an epoch's ``plan`` (``epoch_plan``):
+    normalised, padded, cropped and flipped."""
+    picks = plan["order"][start:stop]
+    batch = normalise(images[picks], stats)
+    batch = crop_and_flip(batch, plan["dy"][start:stop], plan["dx"][start:stop],
+                          plan["flip"][start:stop], pad, pad_mode)
+    return batch, labels[picks]
+
+
 # =============================================================================
 # Files written safely
 
@@ -475,11 +508,6 @@ def _json_default(value):
     raise TypeError("cannot store %r in JSON" % (value,))
 
 
-def write_npz(path, arrays):
-    """Save a dict of arrays as an uncompressed ``.npz``, atomically."""
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
 def read_npz(path, what="weights"):
     """Load every array of an ``.npz`` without unpickling anything."""
     try:
@@ -510,43 +538,75 @@ def read_npy(path):
 # Weights files
 
 WEIGHTS_FORMAT = "preresnet-weights-1"
+# Checkpoints written before weights and checkpoints shared one format.
+_OLD_CHECKPOINT_FORMAT = "preresnet-checkpoint-1"
 
 
-def weights_arrays(network_info, names, values, stats):
-    """The arrays of a weights file: parameters in the network's order, their
-    names (with shapes, enough to diagnose a mismatch), the network's identity
-    and the input normalisation the parameters were trained with."""
+def write_weights(path, network, names, values, stats, groups=None, records=None):
+    """Write a weights file (an uncompressed ``.npz``, atomically).
+
+    A weights file holds the parameters in the network's order (``param_000``
+    ...), their names with shapes (enough to diagnose a mismatch), the
+    network's identity (``network``, JSON) and the input normalisation the
+    parameters were trained with. A checkpoint is a weights file with more:
+    ``groups`` of arrays (``{"optimizer": [...]}`` -> ``optimizer_000`` ...)
+    and JSON ``records`` (``{"progress": {...}}``); ``read_weights`` returns
+    both.
+    """
     arrays = {"format": np.array(WEIGHTS_FORMAT),
-              "network": np.array(json.dumps(network_info, sort_keys=True)),
+              "network": np.array(json.dumps(network, sort_keys=True)),
               "param_names": np.array(names),
               "norm_kind": np.array(stats["kind"]),
               "norm_mean": stats["mean"], "norm_std": stats["std"]}
-    for i, value in enumerate(values):
-        arrays["param_%03d" % i] = value
-    return arrays
+    for group, group_values in dict(groups or {}, param=values).items():
+        for i, value in enumerate(group_values):
+            arrays["%s_%03d" % (group, i)] = value
+    for key, obj in (records or {}).items():
+        if key in arrays:
+            raise ValueError("record %r would overwrite an array of the format" % key)
+        arrays[key] = np.array(json.dumps(obj, sort_keys=True))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def read_weights(path):
-    """Read a weights file written by ``weights_arrays``.
+def read_weights(path, what="weights"):
+    """Read a weights file or checkpoint written by ``write_weights``.
 
     Returns
     -------
     dict
-        ``network`` (dict), ``names``, ``values`` (lists) and ``stats``.
+        ``network`` (dict), ``names``, ``values`` (lists), ``stats``,
+        ``groups`` (every other numbered group: name -> list of arrays) and
+        ``records`` (every other JSON entry: name -> object).
     """
-    arrays = read_npz(path)
-    if str(arrays.get("format", "")) != WEIGHTS_FORMAT:
-        raise UserError("%s: not a weights file of this project (no '%s' format tag)"
-                        % (path, WEIGHTS_FORMAT))
+    arrays = read_npz(path, what)
+    tag = str(arrays.get("format", ""))
+    if tag not in (WEIGHTS_FORMAT, _OLD_CHECKPOINT_FORMAT):
+        raise UserError("%s: not a %s file of this project (no '%s' format tag)"
+                        % (path, what, WEIGHTS_FORMAT))
+    fixed = {"format", "network", "param_names", "norm_kind", "norm_mean", "norm_std"}
+    groups, records = {}, {}
+    for key in arrays:
+        prefix, _, number = key.rpartition("_")
+        if prefix and len(number) == 3 and number.isdigit():
+            groups.setdefault(prefix, {})[int(number)] = arrays[key]
+        elif key not in fixed:
+            records[key] = json.loads(str(arrays[key]))
+    for prefix, numbered in list(groups.items()):
+        if sorted(numbered) != list(range(len(numbered))):
+            raise UserError("%s: incomplete, %s arrays %s are not numbered 0..%d"
+                            % (path, prefix, sorted(numbered), len(numbered) - 1))
+        groups[prefix] = [numbered[i] for i in range(len(numbered))]
     names = [str(n) for n in arrays["param_names"]]
-    try:
-        values = [arrays["param_%03d" % i] for i in range(len(names))]
-    except KeyError as missing:
-        raise UserError("%s: incomplete, array %s is missing" % (path, missing))
-    return {"network": json.loads(str(arrays["network"])), "names": names,
-            "values": values,
+    values = groups.pop("param", [])
+    if len(values) != len(names):
+        raise UserError("%s: incomplete, %d parameter arrays for %d names"
+                        % (path, len(values), len(names)))
+    network = (json.loads(str(arrays["network"])) if "network" in arrays
+               else records.get("config", {}).get("network", {}))
+    return {"network": network, "names": names, "values": values,
             "stats": {"kind": str(arrays["norm_kind"]), "mean": arrays["norm_mean"],
-                      "std": arrays["norm_std"]}}
+                      "std": arrays["norm_std"]},
+            "groups": groups, "records": records}
 
 
 def check_parameters(expected, found_shapes, path, found_network, expected_network):

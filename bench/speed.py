@@ -131,21 +131,22 @@ def child(spec):
     started = time.time()
     import numpy as np
     import engine  # noqa: F401  (configures Theano)
-    from engine import layers
-    import training
+    from engine import layers, loop
+    import models
+    import train_nn
     import utils
 
     if spec["impl"] == "baseline":
         install_plain_layers()
         layers.USE_C_OPS = False
     variant, depth, width = spec["variant"], spec["depth"], spec["width"]
-    info = training.network_info(variant, depth, width, "paper", "cifar10")
-    recipe = training.resolve_recipe("paper", variant)
+    info = models.network_info(variant, depth, width, "paper", "cifar10")
+    recipe = train_nn.resolve_recipe("paper", variant)
     batch = recipe["batch_size"]
-    net = training.Network(info, recipe)
+    net = models.Network(info)
     result = {"macs": forward_macs(net.output), "batch": batch}
     t = time.time()
-    net.compile_train()
+    train_step, learning_rate, _ = train_nn.compile_training_step(net, recipe)
     result["compile_train_s"] = time.time() - t
 
     rng = np.random.default_rng(0)
@@ -153,26 +154,27 @@ def child(spec):
     images = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
     labels = rng.integers(0, 10, count).astype(np.int32)
     stats = utils.normalisation_stats("channel_mean_std", images)
-    net.learning_rate.set_value(np.float32(0.1))
+    learning_rate.set_value(np.float32(0.1))
 
     if spec["impl"] == "ours":
         plan = utils.epoch_plan(0, 0, count, recipe["pad"])
-        positions = training.batch_positions(count, batch, True)
-        loader = training.Prefetcher(
-            lambda i: training.make_batch(images, labels, plan, *positions[i], stats, recipe),
+        positions = utils.batch_positions(count, batch, True)
+        loader = loop.Prefetcher(
+            lambda i: utils.make_batch(images, labels, plan, *positions[i], stats,
+                                       recipe["pad"], recipe["pad_mode"]),
             range(len(positions)))
         batches = iter(loader)
     else:
         batches = plain_batches(images, labels, batch, stats, rng)
     # First step (not timed in the throughput).
     x, y = next(batches)
-    net.train_step(x, y)
+    train_step(x, y)
     result["first_step_from_start_s"] = time.time() - started
     inside, step_times = 0.0, []
     loop_start = time.time()
     for x, y in batches:
         t = time.time()
-        net.train_step(x, y)
+        train_step(x, y)
         step_times.append(time.time() - t)
     wall = time.time() - loop_start
     # Efficiency: pairs of (one step on the last batch, one sgemm), timed back
@@ -182,7 +184,7 @@ def child(spec):
     result["pair_step_gflops"], result["pair_sgemm_gflops"] = [], []
     for _ in range(spec["pairs"]):
         t = time.time()
-        net.train_step(x, y)
+        train_step(x, y)
         result["pair_step_gflops"].append(step_flops / (time.time() - t) / 1e9)
         result["pair_sgemm_gflops"].append(sgemm())
         # OpenBLAS's threads spin for a while after a call, taking the cores
@@ -206,7 +208,7 @@ def child(spec):
     test = rng.integers(0, 256, (eval_count, 3, 32, 32), dtype=np.uint8)
     t = time.time()
     if spec["impl"] == "ours":
-        training.predict_labels(net, test, stats, 500)
+        models.predict_labels(net, test, stats, 500)
     else:
         for i in range(eval_count):
             net.predict(utils.normalise(test[i:i + 1], stats))
@@ -288,8 +290,8 @@ def main():
     if min(args.steps, args.pairs, args.pairs_plain) < 1:
         parser.error("--steps, --pairs and --pairs-plain take a count of at least 1")
 
-    import training
-    machine = training.machine_description()
+    from engine import loop
+    machine = loop.machine_description()
     gflops = sgemm_gflops()
     print("%s, %d cores; sgemm (Theano Dot22, OpenBLAS): %.0f GFLOP/s at the start "
           "(%% of sgemm: against sgemm timed right after each step, in pairs)"
@@ -335,7 +337,7 @@ def main():
                         % datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     with open(path, "w") as f:
         json.dump({"machine": machine, "sgemm_gflops": gflops, "rows": rows,
-                   "versions": training.library_versions(), "table": table,
+                   "versions": loop.library_versions(), "table": table,
                    "command": " ".join(sys.argv)}, f, indent=2)
     print("\nwritten: %s" % path)
 

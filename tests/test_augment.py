@@ -70,18 +70,18 @@ def test_epoch_plans_depend_only_on_seed_and_epoch():
 import threading  # noqa: E402
 import time  # noqa: E402
 
-import training  # noqa: E402
+from engine import loop  # noqa: E402
 
 
 def test_prefetcher_yields_in_order_and_stops_cleanly_when_full():
-    loader = training.Prefetcher(lambda i: i * i, range(3), depth=2)
+    loader = loop.Prefetcher(lambda i: i * i, range(3), depth=2)
     assert next(iter(loader)) == 0
     time.sleep(0.3)  # the worker has queued 1 and 4 and waits to queue its end mark
     closer = threading.Thread(target=loader.close)
     closer.start()
     closer.join(timeout=5)
     assert not closer.is_alive()  # the worker, blocked on a full queue, gave up
-    assert list(training.Prefetcher(lambda i: i, range(5))) == [0, 1, 2, 3, 4]
+    assert list(loop.Prefetcher(lambda i: i, range(5))) == [0, 1, 2, 3, 4]
 
 
 def test_prefetcher_passes_worker_errors_to_the_consumer():
@@ -90,7 +90,7 @@ def test_prefetcher_passes_worker_errors_to_the_consumer():
             raise ValueError("bad batch %d" % i)
         return i
 
-    loader = training.Prefetcher(make, range(5))
+    loader = loop.Prefetcher(make, range(5))
     with pytest.raises(ValueError, match="bad batch 2"):
         list(loader)
     loader.close()

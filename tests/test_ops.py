@@ -121,7 +121,7 @@ def test_ops_release_the_gil_so_the_batch_worker_overlaps_the_step():
     """Theano's own ops hold the GIL; ours release it while they compute, so
     the batch worker thread builds the next batches during the step."""
     import time
-    import training
+    from engine import loop
     x, w = T.tensor4(), T.tensor4()
     # one C call, no Python inside (between ops the GIL changes hands anyway),
     # long enough (about 50 ms) for several batches
@@ -139,7 +139,7 @@ def test_ops_release_the_gil_so_the_batch_worker_overlaps_the_step():
         return i
 
     windows = []
-    for _ in training.Prefetcher(make, range(12), depth=2):
+    for _ in loop.Prefetcher(make, range(12), depth=2):
         start = time.perf_counter()
         step(xv, wv)
         windows.append((start + 0.005, time.perf_counter() - 0.005))

@@ -8,13 +8,15 @@ import theano.tensor as T
 from lasagne.layers import get_all_params, get_output
 
 import models
-import training
+import train_nn
+import utils
+from engine import updates
 from utils import UserError
 
 
 def lr(recipe_name, epoch, iteration=10 ** 6, **overrides):
-    recipe = training.resolve_recipe(recipe_name, "normal", overrides)
-    return training.learning_rate(recipe, epoch, iteration)
+    recipe = train_nn.resolve_recipe(recipe_name, "normal", overrides)
+    return train_nn.learning_rate(recipe, epoch, iteration)
 
 
 @pytest.mark.parametrize("epoch,expected", [
@@ -49,21 +51,21 @@ def test_overridden_milestones():
 
 
 def test_paper_recipe_follows_the_family():
-    assert training.resolve_recipe("paper", "normal")["name"] == "paper-preresnet"
-    assert training.resolve_recipe("paper", "bottleneck")["weight_decay"] == 1e-4
-    wrn = training.resolve_recipe("paper", "wide")
+    assert train_nn.resolve_recipe("paper", "normal")["name"] == "paper-preresnet"
+    assert train_nn.resolve_recipe("paper", "bottleneck")["weight_decay"] == 1e-4
+    wrn = train_nn.resolve_recipe("paper", "wide")
     assert (wrn["name"], wrn["weight_decay"], wrn["epochs"]) == ("paper-wrn", 5e-4, 200)
-    seed = training.resolve_recipe("seed", "normal")
+    seed = train_nn.resolve_recipe("seed", "normal")
     assert (seed["batch_size"], seed["val_size"], seed["epochs"]) == (64, 5000, 200)
     with pytest.raises(UserError, match="unknown recipe"):
-        training.resolve_recipe("fast", "normal")
+        train_nn.resolve_recipe("fast", "normal")
     with pytest.raises(UserError, match="pad_mode"):
-        training.resolve_recipe("paper", "normal", {"pad_mode": "wrap"})
+        train_nn.resolve_recipe("paper", "normal", {"pad_mode": "wrap"})
 
 
 def test_every_recipe_cites_its_source_and_has_the_same_keys():
-    keys = set(training.RECIPES["paper-preresnet"])
-    for recipe in training.RECIPES.values():
+    keys = set(train_nn.RECIPES["paper-preresnet"])
+    for recipe in train_nn.RECIPES.values():
         assert set(recipe) == keys and len(recipe["source"]) > 20
 
 
@@ -73,8 +75,9 @@ def _decay_gradients(decay_style):
     net = models.build_model("normal", 1, input_var=images)
     params = get_all_params(net, trainable=True)
     loss = 0 * get_output(net).sum()
-    recipe = dict(training.RECIPES["paper-preresnet"], decay=decay_style, weight_decay=1e-4)
-    grads = training.gradients_with_decay(loss, net, params, recipe)
+    recipe = dict(train_nn.RECIPES["paper-preresnet"], decay=decay_style, weight_decay=1e-4)
+    grads = updates.gradients_with_decay(loss, net, params, recipe["weight_decay"],
+                                         recipe["decay"])
     compute = theano.function([images], grads, on_unused_input="ignore")
     return params, compute(np.zeros((2, 3, 32, 32), np.float32))
 
@@ -115,7 +118,7 @@ def test_nesterov_torch_matches_torch_sgd_across_a_learning_rate_change():
     w = theano.shared(w0.copy(), name="w")
     g = T.vector("g")
     rate = theano.shared(np.float32(0))
-    updates, buffers = training.nesterov_torch([g + np.float32(1e-4) * w], [w], rate,
+    updates, buffers = updates.nesterov_torch([g + np.float32(1e-4) * w], [w], rate,
                                                np.float32(0.9))
     step = theano.function([g], [], updates=updates)
     for grad, value in zip(grads, lrs):
@@ -127,6 +130,6 @@ def test_nesterov_torch_matches_torch_sgd_across_a_learning_rate_change():
 
 
 def test_batches_keep_or_drop_the_last_partial_one():
-    assert training.batch_positions(10, 4, drop_last=False) == [(0, 4), (4, 8), (8, 10)]
-    assert training.batch_positions(10, 4, drop_last=True) == [(0, 4), (4, 8)]
-    assert training.batch_positions(50000, 128, False)[-1] == (49920, 50000)
+    assert utils.batch_positions(10, 4, drop_last=False) == [(0, 4), (4, 8), (8, 10)]
+    assert utils.batch_positions(10, 4, drop_last=True) == [(0, 4), (4, 8)]
+    assert utils.batch_positions(50000, 128, False)[-1] == (49920, 50000)

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-import training
+import models
+import train_nn
 import utils
 from conftest import PROJECT_DIR, run_cli, write_tiny_cifar10
 from test_end_to_end import read_log, without_seconds
@@ -19,29 +20,10 @@ from utils import UserError
 TRAIN = "train_nn.py"
 TEST = "test_model.py"
 
-# Runs train_nn.main in a separate process that sends itself a signal right
-# after its Nth training step: a deterministic interruption, mid-epoch.
-SELF_SIGNAL = """
-import os, signal, sys
-sys.path.insert(0, {project!r})
-import training, train_nn
-original = training.Network.train_step
-done = [0]
-def step(self, images, labels):
-    result = original(self, images, labels)
-    done[0] += 1
-    if done[0] == {at}:
-        os.kill(os.getpid(), signal.{signal})
-    return result
-training.Network.train_step = step
-sys.exit(train_nn.main({args!r}))
-"""
-
-
 def interrupted_run(args, at, signame="SIGINT"):
-    code = SELF_SIGNAL.format(project=PROJECT_DIR, at=at, signal=signame,
-                              args=[str(a) for a in args])
-    return subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR,
+    """train_nn.py with ``args``, sent ``signame`` right after its ``at``-th step."""
+    return subprocess.run([sys.executable, os.path.join("tests", "interrupt_run.py"), str(at),
+                           signame] + [str(a) for a in args], cwd=PROJECT_DIR,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -156,8 +138,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
 
 def test_failed_save_keeps_the_previous_checkpoint_and_says_so(data, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    config = {"network": training.network_info("normal", 1, 1, "paper", "cifar10"),
-              "recipe": training.resolve_recipe("paper", "normal",
+    config = {"network": models.network_info("normal", 1, 1, "paper", "cifar10"),
+              "recipe": train_nn.resolve_recipe("paper", "normal",
                                                 {"epochs": 3, "batch_size": 100}),
               "seed": 0, "limit": 0, "data_dir": str(data), "test_every": 1}
     os.makedirs(run)
@@ -175,7 +157,7 @@ def test_failed_save_keeps_the_previous_checkpoint_and_says_so(data, tmp_path, m
     monkeypatch.setattr(np, "savez", savez_filling_the_disk)
     dataset = utils.load_dataset("cifar10", str(data), log=lambda *a: None)
     with pytest.raises(UserError) as error:
-        training.train(config, dataset, str(run), log=lambda *a: None)
+        train_nn.train(config, dataset, str(run), log=lambda *a: None)
     message = str(error.value)
     assert "No space left on device" in message and "previous version is intact" in message
     assert "--resume %s" % run in message
@@ -191,7 +173,7 @@ def test_failed_save_keeps_the_previous_checkpoint_and_says_so(data, tmp_path, m
 def _seed_network_files(data, tmp_path):
     """The parameters of a fresh seed-graph network, as the old repository's
     .pklz (with its mean image as .npy) and as this project's .npz."""
-    net = training.Network(training.network_info("normal", 1, 1, "seed", "cifar10"), seed=5)
+    net = models.Network(models.network_info("normal", 1, 1, "seed", "cifar10"), seed=5)
     values = net.param_values()
     pklz = tmp_path / "resnet8_old.pklz"
     with gzip.open(pklz, "wb") as f:
@@ -200,7 +182,7 @@ def _seed_network_files(data, tmp_path):
     stats = utils.normalisation_stats("pixel_mean", images)
     np.save(tmp_path / "pixel_mean.npy", stats["mean"])
     npz = tmp_path / "same.npz"
-    training.save_weights(str(npz), net, stats)
+    models.save_weights(str(npz), net, stats)
     return pklz, npz
 
 

@@ -144,7 +144,7 @@ CHOICES = {
 
 
 def resolve_recipe(name, variant, overrides=None):
-    """The recipe a run uses: ``paper`` means the family's paper recipe; then
+    """The recipe a run uses: ``paper`` means the variant's paper recipe; then
     any override (a dict of recipe keys) replaces the recipe's value."""
     if name == "paper":
         name = "paper-wrn" if variant == "wide" else "paper-preresnet"

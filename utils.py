@@ -255,7 +255,7 @@ def _label_names(folder, spec):
 
 def _warn_unofficial_files(folder, spec, log):
     """An md5 mismatch is worth a warning, not a refusal: a rebuilt copy (such
-    as ../shared/data's JPEG round trip) differs from the official bytes but is
+    as a JPEG round trip of the images) differs from the official bytes but is
     a legitimate dataset; _read_batch still checks its structure."""
     differing = [f for f, digest in spec["file_md5"].items()
                  if os.path.isfile(os.path.join(folder, f))

@@ -1,10 +1,10 @@
-"""A/B timing of two versions of ops.py's convolutions, in one process.
+"""A/B timing of two versions of engine/ops.py's convolutions, in one process.
 
-    git show HEAD~1:ops.py > /tmp/ops_before.py
+    git show HEAD~1:engine/ops.py > /tmp/ops_before.py
     python bench/ops_ab.py /tmp/ops_before.py                 # the three 3x3 stages
     python bench/ops_ab.py /tmp/ops_before.py 128,64,32,16,1  # B,C,H,M,k cases
 
-A is the project's ops.py, B the given file. Both are compiled side by side
+A is the project's engine/ops.py, B the given file. Both are compiled side by side
 and timed in alternating rounds (forward, then both gradients, three calls
 each), so that both see the machine in the same state: this machine's speed
 drifts by more than the few per cent a kernel change is worth, so timings of
@@ -39,7 +39,7 @@ def load_other_ops(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("other", help="the other ops.py (B)")
+    parser.add_argument("other", help="the other engine/ops.py (B)")
     parser.add_argument("cases", nargs="*", default=STAGES, help="B,C,H,M,k (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()

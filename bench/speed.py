@@ -12,7 +12,7 @@ crops and flips every image and channel with np.pad in Python; evaluated one
 image at a time. It runs twice: with Theano's default flags ("plain"; its
 convolution then uses one core) and with ``openmp=True`` ("plain+omp", both
 cores). Ratios are taken against the faster of the two. "Ours": the project
-as it trains (ops.py's C ops, the batch worker thread, batched evaluation),
+as it trains (engine.ops' C ops, the batch worker thread, batched evaluation),
 Theano's default flags.
 
 Each network and implementation runs in fresh processes: a first one on an
@@ -274,7 +274,7 @@ FIGURES = [("cold compile s", "cold_compile_s", False), ("warm compile s", "warm
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--networks", default=",".join(NETWORKS),
-                        help="comma-separated 'TYPE DEPTH [WIDTH]' (default: %(default)s)")
+                        help="comma-separated 'VARIANT DEPTH [WIDTH]' (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per run")
     parser.add_argument("--pairs", type=int, default=8,
                         help="(step, sgemm) pairs for %% of sgemm, ours")

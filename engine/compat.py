@@ -18,7 +18,7 @@ Import this module before anything imports Theano or Lasagne (``models.py``,
    the shim is inert there;
 4. tells glibc to keep freed memory for reuse (see ``keep_freed_memory``).
 
-Nothing else: the layers Lasagne 0.1 lacks live in ``layers.py``.
+Nothing else: the layers Lasagne 0.1 lacks live in ``engine.layers``.
 """
 import configparser
 import ctypes

@@ -2,7 +2,7 @@
 
 Both work unchanged on Lasagne master, so the networks are the same graphs
 whichever Lasagne is installed. In training and inference they run the C ops
-of ``ops.py`` when they can (float32, Theano linked to OpenBLAS; set
+of ``engine.ops`` when they can (float32, Theano linked to OpenBLAS; set
 ``USE_C_OPS = False`` to compare), else the same computation in plain Theano.
 
 ``Conv2DLayer``
@@ -32,7 +32,7 @@ USE_C_OPS = True
 
 
 def c_ops_apply(*variables):
-    """Whether the C ops of ops.py (CPU, float32, OpenBLAS) can compute with
+    """Whether the C ops of engine.ops (CPU, float32, OpenBLAS) can compute with
     these variables. On a GPU device Theano's own ops run (cuDNN)."""
     on_cpu = not theano.config.device.startswith(("cuda", "gpu", "opencl"))
     return (USE_C_OPS and on_cpu and "openblas" in theano.config.blas.ldflags

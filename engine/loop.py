@@ -137,7 +137,7 @@ class StopRequests:
 
 
 def compute_threads():
-    """Threads of ops.py's C ops (OpenMP), recorded with each run. Their results
+    """Threads of engine.ops' C ops (OpenMP), recorded with each run. Their results
     do not depend on it (sums in a fixed order)."""
     # libgomp's default: the CPUs this process may run on (a container's cpuset
     # can allow fewer than os.cpu_count())

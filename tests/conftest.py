@@ -1,5 +1,6 @@
 """Shared fixtures: tiny CIFAR-format folders written by the tests themselves,
 and a helper that runs the command-line programs as a user would."""
+import csv
 import os
 import pickle
 import subprocess
@@ -59,6 +60,17 @@ def run_cli(*args, timeout=900, **kwargs):
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def read_log(run_dir):
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
 def pytest_configure(config):
     # Theano 1.0.5 uses numpy aliases deprecated since numpy 1.20.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:theano.*")
+    config.addinivalue_line("markers", "slow: runs the programs in subprocesses or trains "
+                                       "whole runs (deselect with -m 'not slow')")

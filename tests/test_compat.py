@@ -3,7 +3,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import PROJECT_DIR
+
+# Every test here starts Python in a subprocess (a fresh Theano configuration).
+pytestmark = pytest.mark.slow
 
 SHOW = ("import engine, theano; print(theano.config.floatX); "
         "print(theano.config.blas.ldflags); print(theano.config.base_compiledir)")

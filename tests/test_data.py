@@ -237,7 +237,7 @@ def test_old_pklz_list_of_arrays_is_read(tmp_path):
 
 def test_atomic_write_failure_keeps_the_previous_file(tmp_path):
     path = tmp_path / "state.npz"
-    utils.write_npz(str(path), {"a": np.arange(3)})
+    utils.atomic_write(str(path), lambda f: np.savez(f, a=np.arange(3)))
 
     def fail(f):
         f.write(b"partial")

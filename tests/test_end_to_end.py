@@ -1,5 +1,4 @@
 """train_nn.py then test_model.py, as a user runs them, on tiny CIFAR files."""
-import csv
 import json
 import os
 import pickle
@@ -8,19 +7,13 @@ import numpy as np
 import pytest
 
 import utils
-from conftest import run_cli, write_tiny_cifar10
+from conftest import read_log, run_cli, without_seconds, write_tiny_cifar10
+
+# Every test here runs the programs in subprocesses (or trains whole runs).
+pytestmark = pytest.mark.slow
 
 TRAIN = "train_nn.py"
 TEST = "test_model.py"
-
-
-def read_log(run_dir):
-    with open(os.path.join(run_dir, "log.csv")) as f:
-        return list(csv.DictReader(f))
-
-
-def without_seconds(rows):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
 @pytest.fixture(scope="module")

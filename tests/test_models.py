@@ -50,7 +50,7 @@ def test_old_function_names_are_aliases():
 
 
 @pytest.mark.parametrize("args,kwargs,message", [
-    (("resnet", 18), {}, "unknown network type"),
+    (("resnet", 18), {}, "unknown variant"),
     (("normal", 0), {}, "depth n"),
     (("normal", -3), {}, "depth n"),
     (("normal", 2.5), {}, "depth n"),

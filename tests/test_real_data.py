@@ -8,6 +8,9 @@ import pytest
 
 from conftest import PROJECT_DIR, run_cli
 
+# Every test here runs the programs in subprocesses (or trains whole runs).
+pytestmark = pytest.mark.slow
+
 BUILDER = os.path.join(PROJECT_DIR, "..", "shared", "data", "build_cifar10.py")
 
 

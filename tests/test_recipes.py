@@ -50,7 +50,7 @@ def test_overridden_milestones():
     assert lr("paper-preresnet", 9, lr_milestones=[7, 9], lr_factor=0.5) == 0.025
 
 
-def test_paper_recipe_follows_the_family():
+def test_paper_recipe_follows_the_variant():
     assert train_nn.resolve_recipe("paper", "normal")["name"] == "paper-preresnet"
     assert train_nn.resolve_recipe("paper", "bottleneck")["weight_decay"] == 1e-4
     wrn = train_nn.resolve_recipe("paper", "wide")
@@ -118,9 +118,9 @@ def test_nesterov_torch_matches_torch_sgd_across_a_learning_rate_change():
     w = theano.shared(w0.copy(), name="w")
     g = T.vector("g")
     rate = theano.shared(np.float32(0))
-    updates, buffers = updates.nesterov_torch([g + np.float32(1e-4) * w], [w], rate,
-                                               np.float32(0.9))
-    step = theano.function([g], [], updates=updates)
+    step_updates, buffers = updates.nesterov_torch([g + np.float32(1e-4) * w], [w], rate,
+                                                   np.float32(0.9))
+    step = theano.function([g], [], updates=step_updates)
     for grad, value in zip(grads, lrs):
         rate.set_value(np.float32(value))
         step(grad)

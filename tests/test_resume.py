@@ -13,9 +13,11 @@ import pytest
 import models
 import train_nn
 import utils
-from conftest import PROJECT_DIR, run_cli, write_tiny_cifar10
-from test_end_to_end import read_log, without_seconds
+from conftest import PROJECT_DIR, read_log, run_cli, without_seconds, write_tiny_cifar10
 from utils import UserError
+
+# Every test here runs the programs in subprocesses (or trains whole runs).
+pytestmark = pytest.mark.slow
 
 TRAIN = "train_nn.py"
 TEST = "test_model.py"

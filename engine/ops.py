@@ -782,11 +782,6 @@ def conv2d_covers(filter_size, stride):
     return stride > 1 or filter_size <= 3
 
 
-def conv2d(x, w, stride=1):
-    """Convenience: ``Conv2D(stride)(x, w)``."""
-    return Conv2D(stride)(x, w)
-
-
 # =============================================================================
 # Batch normalisation (+ ReLU) in training mode
 

@@ -1,4 +1,7 @@
 """The C ops against Theano's stock ops: same numbers, forward and backward."""
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -162,3 +165,42 @@ def test_scale_shift_matches_plain_theano(relu):
     close(out[1], out[0], 1e-6)
     for ours_grad, plain_grad in zip(out[5:8], out[2:5]):
         close(ours_grad, plain_grad, 1e-5)
+
+
+C_OPS = [ops.Conv2D(1), ops.Conv2DGrad(2), ops.BatchNormTrain(1e-5, True),
+         ops.BatchNormTrainGrad(1e-5, False), ops.ScaleShift(True)]
+
+
+def test_every_c_file_is_versioned_and_a_changed_byte_changes_the_version(tmp_path):
+    """Theano reuses compiled code by its version: a digest of what the op
+    compiles, so that editing a C file can never leave a stale module."""
+    files = sorted(os.listdir(ops.C_CODE))
+    assert set(files) == {name for op in C_OPS for name in op.C_FILES}
+    for op in C_OPS:
+        assert op.c_code_cache_version() == op.c_code_version_in(ops.C_CODE)
+        # all the op's support code is versioned: Theano's headers and its files
+        assert op.c_support_code() == op._headers() + [
+            open(os.path.join(ops.C_CODE, name), encoding="utf-8").read() for name in op.C_FILES]
+    versions = {op: op.c_code_version_in(ops.C_CODE) for op in C_OPS}
+    assert len(set(versions.values())) == len(C_OPS)
+    for name in files:
+        changed = tmp_path / ("one-byte-changed-in-" + name)
+        shutil.copytree(ops.C_CODE, changed)
+        data = bytearray((changed / name).read_bytes())
+        data[len(data) // 2] ^= 1
+        (changed / name).write_bytes(bytes(data))
+        for op in C_OPS:
+            assert (op.c_code_version_in(str(changed)) != versions[op]) == (name in op.C_FILES)
+
+
+def test_ops_refuse_per_channel_vectors_of_the_wrong_length():
+    x, v, w, dy = T.tensor4(), T.vector(), T.vector(), T.tensor4()
+    xv = RNG.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    three, two = np.ones(3, np.float32), np.ones(2, np.float32)
+    with pytest.raises(ValueError, match="gamma: needs one value per channel"):
+        theano.function([x, v, w], ops.BatchNormTrain(1e-5, True)(x, v, w))(xv, two, three)
+    with pytest.raises(ValueError, match="shift: needs one value per channel"):
+        theano.function([x, v, w], ops.ScaleShift(True)(x, v, w))(xv, three, two)
+    grad = theano.function([x, dy, v, w], ops.BatchNormTrainGrad(1e-5, False)(x, dy, v, w, v, w))
+    with pytest.raises(ValueError, match="output gradient's shape"):
+        grad(xv, xv[:1], three, three)

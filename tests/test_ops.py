@@ -1,6 +1,8 @@
 """The C ops against Theano's stock ops: same numbers, forward and backward."""
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from lasagne.layers import get_all_params, get_output
 
 from engine import layers
 import models
+from conftest import PROJECT_DIR
 from engine import ops
 
 RNG = np.random.default_rng(0)
@@ -204,3 +207,46 @@ def test_ops_refuse_per_channel_vectors_of_the_wrong_length():
     grad = theano.function([x, dy, v, w], ops.BatchNormTrainGrad(1e-5, False)(x, dy, v, w, v, w))
     with pytest.raises(ValueError, match="output gradient's shape"):
         grad(xv, xv[:1], three, three)
+
+
+THREAD_SCRIPT = """
+import sys
+import numpy as np
+import engine
+import theano
+import theano.tensor as T
+from engine import ops
+rng = np.random.default_rng(0)
+x, w, dy, g, b = T.tensor4(), T.tensor4(), T.tensor4(), T.vector(), T.vector()
+outputs = []
+for stride, k in ((2, 3), (2, 1), (1, 3), (1, 1)):
+    f = theano.function([x, w, dy], [ops.Conv2D(stride)(x, w)]
+                        + list(ops.Conv2DGrad(stride)(x, w, dy)))
+    size = 16 // stride
+    outputs += f(rng.normal(size=(20, 13, 16, 16)).astype("float32"),
+                 rng.normal(size=(21, 13, k, k)).astype("float32"),
+                 rng.normal(size=(20, 21, size, size)).astype("float32"))
+f = theano.function([x, g, b, dy], T.grad((ops.BatchNormTrain(1e-5, True)(x, g, b)[0] * dy).sum(),
+                                          [x, g, b]))
+outputs += f(rng.normal(size=(20, 13, 8, 8)).astype("float32"),
+             rng.normal(size=13).astype("float32"), rng.normal(size=13).astype("float32"),
+             rng.normal(size=(20, 13, 8, 8)).astype("float32"))
+np.savez(sys.argv[1], *outputs)
+"""
+
+
+def test_results_do_not_depend_on_the_number_of_threads(tmp_path):
+    """Work is cut by the shapes alone: one thread and three give the same
+    bits (the resume test relies on it for whole training steps)."""
+    results = []
+    for threads in ("1", "3"):
+        path = tmp_path / ("threads%s.npz" % threads)
+        done = subprocess.run([sys.executable, "-c", THREAD_SCRIPT, str(path)], cwd=PROJECT_DIR,
+                              env=dict(os.environ, OMP_NUM_THREADS=threads),
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        with np.load(path) as arrays:
+            results.append([arrays[name] for name in sorted(arrays.files)])
+    assert len(results[0]) == 15
+    for one, three in zip(*results):
+        np.testing.assert_array_equal(one, three)

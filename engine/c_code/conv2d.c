@@ -368,11 +368,11 @@ static void pr_add_slots(const double *slots, int count, long n, float *out) {
 }
 
 /* Images per chunk: the im2col buffer near chunk_bytes, at least one image,
-   and at least one chunk per thread when the batch allows. */
-static int pr_chunk_images(int B, long K, long P, long chunk_bytes, int threads) {
+   and at least `parts` chunks when the batch allows. */
+static int pr_chunk_images(int B, long K, long P, long chunk_bytes, int parts) {
     long per = chunk_bytes / (long)(sizeof(float) * K * P);
     if (per < 1) per = 1;
-    long most = (B + threads - 1) / threads;
+    long most = (B + parts - 1) / parts;
     if (per > most) per = most;
     if (per < 1) per = 1;
     return (int)per;
@@ -418,13 +418,17 @@ cleanup:
     return status;
 }
 
-/* y = x * w, any stride: im2col and sgemm per chunk of images. */
+/* y = x * w, any stride: im2col and sgemm per chunk of images. The chunks
+   depend on the shapes alone (at least PR_SLOTS of them when the batch
+   allows, one a thread), not on the number of threads: an image's result
+   depends on the N of the sgemm it is part of (with chunks cut per thread,
+   OMP_NUM_THREADS=1, 2 and 3 gave results that differed in the last bits). */
 static int pr_conv2d_im2col(const float *xd, const float *wd, float *yd,
                             int B, int C, int H, int W, int M, int k, int s, long chunk_bytes) {
     const int p = k / 2, Ho = (H + s - 1) / s, Wo = (W + s - 1) / s;
     const long K = (long)C * k * k, P = (long)Ho * Wo;
     const int threads = omp_get_max_threads();
-    const int nb_max = pr_chunk_images(B, K, P, chunk_bytes, threads);
+    const int nb_max = pr_chunk_images(B, K, P, chunk_bytes, PR_SLOTS);
     const int chunks = (B + nb_max - 1) / nb_max;
     int status = -1, blas_threads;
     float *buffers = (float*)malloc(sizeof(float) * (size_t)threads * (K + M) * nb_max * P);

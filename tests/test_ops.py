@@ -1,4 +1,9 @@
 """The C ops against Theano's stock ops: same numbers, forward and backward."""
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -10,6 +15,7 @@ from lasagne.layers import get_all_params, get_output
 
 from engine import layers
 import models
+from conftest import PROJECT_DIR
 from engine import ops
 
 RNG = np.random.default_rng(0)
@@ -162,3 +168,85 @@ def test_scale_shift_matches_plain_theano(relu):
     close(out[1], out[0], 1e-6)
     for ours_grad, plain_grad in zip(out[5:8], out[2:5]):
         close(ours_grad, plain_grad, 1e-5)
+
+
+C_OPS = [ops.Conv2D(1), ops.Conv2DGrad(2), ops.BatchNormTrain(1e-5, True),
+         ops.BatchNormTrainGrad(1e-5, False), ops.ScaleShift(True)]
+
+
+def test_every_c_file_is_versioned_and_a_changed_byte_changes_the_version(tmp_path):
+    """Theano reuses compiled code by its version: a digest of what the op
+    compiles, so that editing a C file can never leave a stale module."""
+    files = sorted(os.listdir(ops.C_CODE))
+    assert set(files) == {name for op in C_OPS for name in op.C_FILES}
+    for op in C_OPS:
+        assert op.c_code_cache_version() == op.c_code_version_in(ops.C_CODE)
+        # all the op's support code is versioned: Theano's headers and its files
+        assert op.c_support_code() == op._headers() + [
+            open(os.path.join(ops.C_CODE, name), encoding="utf-8").read() for name in op.C_FILES]
+    versions = {op: op.c_code_version_in(ops.C_CODE) for op in C_OPS}
+    assert len(set(versions.values())) == len(C_OPS)
+    for name in files:
+        changed = tmp_path / ("one-byte-changed-in-" + name)
+        shutil.copytree(ops.C_CODE, changed)
+        data = bytearray((changed / name).read_bytes())
+        data[len(data) // 2] ^= 1
+        (changed / name).write_bytes(bytes(data))
+        for op in C_OPS:
+            assert (op.c_code_version_in(str(changed)) != versions[op]) == (name in op.C_FILES)
+
+
+def test_ops_refuse_per_channel_vectors_of_the_wrong_length():
+    x, v, w, dy = T.tensor4(), T.vector(), T.vector(), T.tensor4()
+    xv = RNG.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    three, two = np.ones(3, np.float32), np.ones(2, np.float32)
+    with pytest.raises(ValueError, match="gamma: needs one value per channel"):
+        theano.function([x, v, w], ops.BatchNormTrain(1e-5, True)(x, v, w))(xv, two, three)
+    with pytest.raises(ValueError, match="shift: needs one value per channel"):
+        theano.function([x, v, w], ops.ScaleShift(True)(x, v, w))(xv, three, two)
+    grad = theano.function([x, dy, v, w], ops.BatchNormTrainGrad(1e-5, False)(x, dy, v, w, v, w))
+    with pytest.raises(ValueError, match="output gradient's shape"):
+        grad(xv, xv[:1], three, three)
+
+
+THREAD_SCRIPT = """
+import sys
+import numpy as np
+import engine
+import theano
+import theano.tensor as T
+from engine import ops
+rng = np.random.default_rng(0)
+x, w, dy, g, b = T.tensor4(), T.tensor4(), T.tensor4(), T.vector(), T.vector()
+outputs = []
+for stride, k in ((2, 3), (2, 1), (1, 3), (1, 1)):
+    f = theano.function([x, w, dy], [ops.Conv2D(stride)(x, w)]
+                        + list(ops.Conv2DGrad(stride)(x, w, dy)))
+    size = 16 // stride
+    outputs += f(rng.normal(size=(20, 13, 16, 16)).astype("float32"),
+                 rng.normal(size=(21, 13, k, k)).astype("float32"),
+                 rng.normal(size=(20, 21, size, size)).astype("float32"))
+f = theano.function([x, g, b, dy], T.grad((ops.BatchNormTrain(1e-5, True)(x, g, b)[0] * dy).sum(),
+                                          [x, g, b]))
+outputs += f(rng.normal(size=(20, 13, 8, 8)).astype("float32"),
+             rng.normal(size=13).astype("float32"), rng.normal(size=13).astype("float32"),
+             rng.normal(size=(20, 13, 8, 8)).astype("float32"))
+np.savez(sys.argv[1], *outputs)
+"""
+
+
+def test_results_do_not_depend_on_the_number_of_threads(tmp_path):
+    """Work is cut by the shapes alone: one thread and three give the same
+    bits (the resume test relies on it for whole training steps)."""
+    results = []
+    for threads in ("1", "3"):
+        path = tmp_path / ("threads%s.npz" % threads)
+        done = subprocess.run([sys.executable, "-c", THREAD_SCRIPT, str(path)], cwd=PROJECT_DIR,
+                              env=dict(os.environ, OMP_NUM_THREADS=threads),
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        with np.load(path) as arrays:
+            results.append([arrays[name] for name in sorted(arrays.files)])
+    assert len(results[0]) == 15
+    for one, three in zip(*results):
+        np.testing.assert_array_equal(one, three)

@@ -1,10 +1,11 @@
-"""A/B timing of two versions of engine/ops.py's convolutions, in one process.
+"""A/B timing of two versions of the engine's convolutions, in one process.
 
-    git show HEAD~1:engine/ops.py > /tmp/ops_before.py
-    python bench/ops_ab.py /tmp/ops_before.py                 # the three 3x3 stages
-    python bench/ops_ab.py /tmp/ops_before.py 128,64,32,16,1  # B,C,H,M,k cases
+    python bench/ops_ab.py HEAD~1                     # the three 3x3 stages
+    python bench/ops_ab.py HEAD~1 128,64,32,16,1      # B,C,H,M,k cases
+    python bench/ops_ab.py /tmp/other/engine          # an engine/ folder
 
-A is the project's engine/ops.py, B the given file. Both are compiled side by side
+A is the working tree's engine/, B the engine/ of the given git revision (or
+folder: engine/ops.py and its c_code/). Both are compiled side by side
 and timed in alternating rounds (forward, then both gradients, three calls
 each), so that both see the machine in the same state: this machine's speed
 drifts by more than the few per cent a kernel change is worth, so timings of
@@ -12,10 +13,11 @@ two versions taken in separate processes cannot be compared. Prints GFLOP/s
 (medians) and whether the two versions give the same results bit for bit.
 """
 import argparse
-import hashlib
 import importlib.util
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,22 +26,33 @@ sys.path.insert(0, os.path.dirname(HERE))
 STAGES = ["128,16,32,16,3", "128,32,16,32,3", "128,64,8,64,3"]
 
 
-def load_other_ops(path):
-    """Import ``path`` as a module of its own, with a C cache version of its
-    own (Theano reuses compiled code by that version, not by the code)."""
-    spec = importlib.util.spec_from_file_location("ops_b", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with open(path, "rb") as f:
-        digest = int(hashlib.sha256(f.read()).hexdigest()[:12], 16)
-    version = module._COp.c_code_cache_version
-    module._COp.c_code_cache_version = lambda self: (digest,) + tuple(version(self))
-    return module
+def load_other_engine(revision_or_folder):
+    """Import another version of the engine as the package ``engine_b``. Its C
+    ops carry their own cache versions (digests of their C files), so Theano
+    compiles them apart from ours when the code differs."""
+    folder = revision_or_folder
+    if not os.path.isdir(folder):
+        root = tempfile.mkdtemp(prefix="ops_ab-")
+        archive = subprocess.run(["git", "-C", os.path.dirname(HERE), "archive",
+                                  revision_or_folder, "engine"],
+                                 capture_output=True, check=False)
+        if archive.returncode != 0:
+            sys.exit("error: %s is neither a folder nor a git revision with engine/ (%s)"
+                     % (revision_or_folder, archive.stderr.decode().strip()))
+        subprocess.run(["tar", "-x", "-C", root], input=archive.stdout, check=True)
+        folder = os.path.join(root, "engine")
+    spec = importlib.util.spec_from_file_location(
+        "engine_b", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["engine_b"] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module("engine_b.ops")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("other", help="the other engine/ops.py (B)")
+    parser.add_argument("other", help="the other engine (B): a git revision or an "
+                                      "engine/ folder")
     parser.add_argument("cases", nargs="*", default=STAGES, help="B,C,H,M,k (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
@@ -48,7 +61,7 @@ def main():
     import theano
     import theano.tensor as T
     from engine import ops
-    other = load_other_ops(args.other)
+    other = load_other_engine(args.other)
     rng = np.random.default_rng(0)
     for case in args.cases:
         batch, channels, size, out_channels, k = (int(v) for v in case.split(","))

@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import tarfile
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -247,3 +248,63 @@ def test_atomic_write_failure_keeps_the_previous_file(tmp_path):
         utils.atomic_write(str(path), fail)
     np.testing.assert_array_equal(utils.read_npz(str(path))["a"], np.arange(3))
     assert os.listdir(tmp_path) == ["state.npz"]
+
+
+# -- where the data is, and what the files look like --------------------------------
+
+
+def test_data_dir_that_is_a_file_a_typo_or_the_dataset_folder_is_refused(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        utils.load_dataset("cifar10", str(a_file), log=quiet)
+    typo = tmp_path / "dtaa"
+    with pytest.raises(UserError, match="does not exist; check the path"):
+        utils.load_dataset("cifar10", str(typo), log=quiet)
+    assert not typo.exists()  # never created on a typo
+    dataset_folder = write_tiny_cifar10(tmp_path / "data")
+    with pytest.raises(UserError) as error:
+        utils.load_dataset("cifar10", dataset_folder, log=quiet)
+    assert "--data-dir %s" % (tmp_path / "data") in str(error.value)
+
+
+def test_an_archive_the_user_put_there_is_extracted_with_a_warning(tmp_path):
+    source = tmp_path / "source"
+    write_tiny_cifar10(source)
+    target = tmp_path / "data"
+    target.mkdir()
+    archive, _ = _archive_of(source, target)  # not the official md5, like a rebuilt copy
+    messages = []
+    data = utils.load_dataset("cifar10", str(target), log=messages.append)
+    assert len(data["train_x"]) == 200
+    assert any("differs from the official archive" in m for m in messages)
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        utils.write_json(str(tmp_path / "a.json"), {"x": 1})
+        os.umask(0o077)
+        utils.write_json(str(tmp_path / "b.json"), {"x": 1})
+        utils.write_json(str(tmp_path / "a.json"), {"x": 2})  # a replaced file keeps its mode
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_statistics_match_numpy_on_the_whole_set_and_use_no_float64_copy():
+    images, _ = make_images(4 * utils.STATS_CHUNK + 100, 3)  # five chunks
+    whole = images.astype(np.float64)
+    stats = utils.normalisation_stats("channel_mean_std", images)
+    np.testing.assert_array_equal(stats["mean"],
+                                  whole.mean(axis=(0, 2, 3)).reshape(3, 1, 1).astype(np.float32))
+    np.testing.assert_allclose(stats["std"], whole.std(axis=(0, 2, 3)).reshape(3, 1, 1),
+                               rtol=1e-6)
+    pixel = utils.normalisation_stats("pixel_mean", images)
+    np.testing.assert_array_equal(pixel["mean"], whole.mean(axis=0).astype(np.float32))
+    tracemalloc.start()
+    utils.normalisation_stats("channel_mean_std", images)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < whole.nbytes / 3, peak  # a chunk at a time, not a copy of the set

@@ -422,12 +422,16 @@ def load_weights(path, net):
     return weights
 
 
-def predict_labels(net, images, stats, batch_size=500):
+def predict_labels(net, images, stats, batch_size=500, on_batch=None):
     """Predicted class of every image, evaluated in batches (``stats`` is the
-    normalisation the weights were trained with)."""
-    predictions = [np.argmax(net.predict(utils.normalise(images[i:i + batch_size], stats)),
-                             axis=1)
-                   for i in range(0, len(images), batch_size)]
+    normalisation the weights were trained with). ``on_batch(count)`` is
+    called after each batch with the number of batches done."""
+    predictions = []
+    for count, start in enumerate(range(0, len(images), batch_size), 1):
+        probabilities = net.predict(utils.normalise(images[start:start + batch_size], stats))
+        predictions.append(np.argmax(probabilities, axis=1))
+        if on_batch is not None:
+            on_batch(count)
     return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
 
 

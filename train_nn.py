@@ -202,6 +202,7 @@ def compile_training_step(net, recipe):
 # Checkpoints: a weights file plus everything needed to continue bit for bit
 
 CHECKPOINT_NAME = "checkpoint.npz"
+EVAL_BATCH = 500  # images per evaluation batch (memory only: same results for any size)
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_error", "val_error", "test_error",
                "seconds"]
 
@@ -281,8 +282,9 @@ class Trainer:
                 self.run_dir, self.progress["epoch"] + 1, self.progress["iteration_in_epoch"]))
         else:
             self.stats = utils.normalisation_stats(recipe["normalisation"], self.train_x)
-        log("%5s %9s %10s %9s %9s %9s %8s" % ("epoch", "lr", "train loss", "train err",
-                                              "val err", "test err", "seconds"))
+        log("%5s %9s %10s %9s %9s %9s %8s %9s" % ("epoch", "lr", "train loss", "train err",
+                                                  "val err", "test err", "seconds",
+                                                  "run left"))
         with loop.StopRequests() as stop:
             try:
                 while self.progress["epoch"] < recipe["epochs"]:
@@ -348,7 +350,8 @@ class Trainer:
                 epoch in recipe["lr_milestones"]:
             for buffer in self.optimizer_state:
                 buffer.set_value(np.zeros_like(buffer.get_value()))
-        bar = loop.Progress("epoch %d" % (epoch + 1), len(self.batches))
+        bar = loop.Progress("epoch %d" % (epoch + 1), len(self.batches), log=self.log,
+                            loops_after=recipe["epochs"] - epoch - 1)
         started = time.time()
 
         def make(i):
@@ -378,8 +381,8 @@ class Trainer:
                     progress["loss_sum"] / progress["seen"],
                     100.0 * progress["error_count"] / progress["seen"]))
                 stop.check()
-            row = self.evaluate(epoch)
-            stop.check()  # an interrupted evaluation is redone on resume
+            bar.clear()
+            row = self.evaluate(epoch, stop)  # an interrupted evaluation is redone on resume
         except Interrupted:
             progress["seconds"] += time.time() - started
             raise
@@ -387,9 +390,12 @@ class Trainer:
             loader.close()
             bar.clear()
         row["seconds"] = round(progress["seconds"] + time.time() - started, 2)
-        self.log("%5d %9.5f %10.4f %8.2f%% %9s %9s %8.1f" % (
+        timed = [r["seconds"] for r in progress["history"][-4:]] + [row["seconds"]]
+        left = (recipe["epochs"] - epoch - 1) * sum(timed) / len(timed)
+        self.log("%5d %9.5f %10.4f %8.2f%% %9s %9s %8.1f %9s" % (
             row["epoch"], row["lr"], row["train_loss"], row["train_error"],
-            _percent(row["val_error"]), _percent(row["test_error"]), row["seconds"]))
+            _percent(row["val_error"]), _percent(row["test_error"]), row["seconds"],
+            loop.format_duration(left) if left else "-"))
         if row["val_error"] is not None and (self.best is None
                                              or row["val_error"] < self.best["val_error"]):
             self.best = {"epoch": row["epoch"], "val_error": row["val_error"],
@@ -405,9 +411,10 @@ class Trainer:
                           "%s, recipe %s" % (net.info["display"], recipe["name"]), self.paper)
         self.checkpoint()
 
-    def evaluate(self, epoch):
+    def evaluate(self, epoch, stop):
         """The epoch's log row: its training figures, validation and test error
-        (the test set every ``test_every`` epochs and at the last)."""
+        (the test set every ``test_every`` epochs and at the last), with
+        progress shown and SIGINT/SIGTERM honoured between batches."""
         progress, recipe = self.progress, self.recipe
         test_every = self.config.get("test_every", 1)
         tested = epoch + 1 == recipe["epochs"] or (test_every and (epoch + 1) % test_every == 0)
@@ -415,9 +422,27 @@ class Trainer:
                 "lr": learning_rate(recipe, epoch, progress["iteration"] - 1),
                 "train_loss": progress["loss_sum"] / progress["seen"],
                 "train_error": 100.0 * progress["error_count"] / progress["seen"],
-                "val_error": models.error_percent(self.net, self.val_x, self.val_y, self.stats),
-                "test_error": (models.error_percent(self.net, self.test_x, self.test_y, self.stats)
+                "val_error": self.error_percent("validation", self.val_x, self.val_y, stop),
+                "test_error": (self.error_percent("test", self.test_x, self.test_y, stop)
                                if tested else None)}
+
+    def error_percent(self, label, images, labels, stop=None):
+        """Error in % of the network on ``images`` (None for none), with progress."""
+        if len(images) == 0:
+            return None
+        batches = -(-len(images) // EVAL_BATCH)
+        bar = loop.Progress(label, batches, log=self.log)
+
+        def done(count):
+            bar.update(count)
+            if stop is not None:
+                stop.check()
+        try:
+            predictions = models.predict_labels(self.net, images, self.stats, EVAL_BATCH,
+                                                on_batch=done)
+        finally:
+            bar.clear()
+        return 100.0 * float(np.mean(predictions != labels))
 
     def finish(self):
         """Save the final weights and publish the recipe's choice to data/weights/."""
@@ -431,7 +456,7 @@ class Trainer:
         if best is not None:
             final_values = net.param_values()
             net.set_param_values(best["values"], "best weights", info["name"])
-            best_test = models.error_percent(net, self.test_x, self.test_y, self.stats)
+            best_test = self.error_percent("test (best weights)", self.test_x, self.test_y)
             self.log("best validation error %.2f %% at epoch %d; its test error: %s"
                      % (best["val_error"], best["epoch"], _percent(best_test)))
             if self.recipe["publish"] == "best_val":

@@ -3,7 +3,7 @@
 - ``Prefetcher``: builds the next batches in a worker thread while the
   compiled step runs (the C ops release the GIL), in order and independent of
   timing.
-- ``Progress``: a one-line progress display on a terminal.
+- ``Progress``: progress with the time left, on a terminal or in a log.
 - ``StopRequests`` / ``Interrupted``: SIGINT and SIGTERM stop a loop between
   two steps, so that it can save first.
 - ``compute_threads``, ``library_versions``, ``machine_description``: what a
@@ -12,6 +12,7 @@
 import os
 import platform
 import queue
+import shutil
 import signal
 import sys
 import threading
@@ -72,30 +73,84 @@ class Prefetcher:
         self._thread.join()
 
 
-class Progress:
-    """A one-line progress display on stderr, redrawn at most twice a second
-    (only when stderr is a terminal: logs stay clean)."""
+def format_duration(seconds):
+    """``3d 4h``, ``5h 12m``, ``12m 5s`` or ``45s``: two units at most."""
+    seconds = int(round(max(seconds, 0)))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return "%dd %dh" % (days, hours)
+    if hours:
+        return "%dh %02dm" % (hours, minutes)
+    if minutes:
+        return "%dm %02ds" % (minutes, secs)
+    return "%ds" % secs
 
-    def __init__(self, label, total):
-        self.label, self.total = label, total
-        self.enabled = sys.stderr.isatty()
-        self.start = self.last = time.time()
+
+class Progress:
+    """Progress of a loop of ``total`` steps, with the time left.
+
+    On a terminal (stderr), one line redrawn at most twice a second and cut to
+    the terminal's width. Elsewhere (a log file, a batch job, ``docker run``
+    without ``-t``), a plain line through ``log`` every ``every`` seconds, so
+    that a long epoch shows progress in logs too.
+
+    Parameters
+    ----------
+    label : str
+        What is counted, e.g. ``epoch 3``.
+    total : int
+        Steps of the loop.
+    log : callable or None
+        Where the plain lines go (None: nowhere).
+    every : float
+        Seconds between plain lines.
+    loops_after : int
+        Loops of the same length still to come after this one (epochs left):
+        the ETA of the whole run assumes they take as long as this one.
+    """
+
+    def __init__(self, label, total, log=None, every=60.0, loops_after=0):
+        self.label, self.total, self.log, self.every = label, total, log, every
+        self.loops_after = loops_after
+        self.terminal = sys.stderr.isatty()
+        self.start = time.time()
+        self.last_drawn = self.last_logged = self.start
+
+    def status(self, done, text="", now=None):
+        """``epoch 3 120/390 loss 1.23, 2m 10s, 4m 40s left, run 2d 3h left``."""
+        elapsed = (now or time.time()) - self.start
+        parts = ["%s %d/%d" % (self.label, done, self.total)]
+        if text:
+            parts.append(text)
+        parts.append(format_duration(elapsed))
+        if 0 < done < self.total or (done and self.loops_after):
+            per_step = elapsed / done
+            left = per_step * (self.total - done)
+            parts.append("%s left" % format_duration(left))
+            if self.loops_after:
+                parts.append("run %s left" % format_duration(
+                    left + per_step * self.total * self.loops_after))
+        return ", ".join(parts)
 
     def update(self, done, text=""):
         now = time.time()
-        if not self.enabled or (now - self.last < 0.5 and done < self.total):
-            return
-        self.last = now
-        width = 24
-        filled = int(width * done / max(self.total, 1))
-        sys.stderr.write("\r%s [%s%s] %d/%d %s %.0fs " % (
-            self.label, "=" * filled, " " * (width - filled), done, self.total, text,
-            now - self.start))
-        sys.stderr.flush()
+        if self.terminal:
+            if now - self.last_drawn < 0.5 and done < self.total:
+                return
+            self.last_drawn = now
+            width = shutil.get_terminal_size((80, 24)).columns - 1
+            sys.stderr.write("\r\033[K" + self.status(done, text, now)[:width])
+            sys.stderr.flush()
+        elif self.log is not None and now - self.last_logged >= self.every:
+            self.last_logged = now
+            self.log(self.status(done, text, now))
 
     def clear(self):
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 100 + "\r")
+        """Erase the terminal line (no blank line is left behind)."""
+        if self.terminal:
+            sys.stderr.write("\r\033[K")
             sys.stderr.flush()
 
 

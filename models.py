@@ -23,6 +23,7 @@ Lasagne repository this project re-creates (see ARCHITECTURES for each
 difference), kept so that its published weights can be loaded and its numbers
 checked.
 """
+import argparse
 import math
 from collections import OrderedDict
 
@@ -457,6 +458,13 @@ def classification_report(labels, predictions, label_names):
 
 # -----------------------------------------------------------------------------
 # The network's command-line arguments, shared by train_nn.py and test_model.py.
+
+
+class UsageParser(argparse.ArgumentParser):
+    """An argument error is one line and the usage line, then exit 2."""
+
+    def error(self, message):
+        self.exit(2, "usage: %s\nerror: %s\n" % (self.usage, message))
 
 
 def add_network_arguments(parser, optional=False):

@@ -223,7 +223,7 @@ def read_checkpoint(run_dir):
 # The training loop
 
 
-def train(config, data, run_dir, resume=False, log=print):
+def train(config, data, run_dir, resume=False, log=print, warn=None):
     """Run (or continue) a training run described by ``config`` in ``run_dir``.
 
     ``config`` holds ``network`` (see models.network_info), ``recipe``
@@ -231,7 +231,7 @@ def train(config, data, run_dir, resume=False, log=print):
     is utils.load_dataset's result. Returns the last history row. Raises
     engine.loop.Interrupted after saving when SIGINT/SIGTERM arrive.
     """
-    return Trainer(config, data, run_dir, log).run(resume)
+    return Trainer(config, data, run_dir, log, warn).run(resume)
 
 
 class Trainer:
@@ -239,14 +239,15 @@ class Trainer:
     folder. ``progress`` (JSON-able) and ``best`` are what a checkpoint keeps
     besides the network's variables."""
 
-    def __init__(self, config, data, run_dir, log):
+    def __init__(self, config, data, run_dir, log, warn=None):
         self.config, self.recipe, self.run_dir, self.log = (
             config, config["recipe"], run_dir, log)
+        self.warn = warn or (lambda text: print(text, file=sys.stderr, flush=True))
         self.train_x, self.train_y, self.val_x, self.val_y = utils.split_training_data(
             data, self.recipe["val_size"], config["limit"], config["seed"])
         self.test_x, self.test_y = data["test_x"], data["test_y"]
         self.batches = utils.batch_positions(len(self.train_x), self.recipe["batch_size"],
-                                       self.recipe["drop_last"])
+                                             self.recipe["drop_last"])
         if not self.batches:
             raise UserError("%d training images make no batch of %d; lower --batch-size"
                             % (len(self.train_x), self.recipe["batch_size"]))
@@ -285,7 +286,7 @@ class Trainer:
         log("%5s %9s %10s %9s %9s %9s %8s %9s" % ("epoch", "lr", "train loss", "train err",
                                                   "val err", "test err", "seconds",
                                                   "run left"))
-        with loop.StopRequests() as stop:
+        with loop.StopRequests(notify=self.warn) as stop:
             try:
                 while self.progress["epoch"] < recipe["epochs"]:
                     self.run_epoch(stop)
@@ -309,7 +310,7 @@ class Trainer:
         groups = {"optimizer": [v.get_value() for v in self.optimizer_state],
                   "random": [v.get_value() for v in self.net.random_state_vars()],
                   "best": self.best["values"] if self.best else []}
-        records = {"config": self.config, "progress": progress,
+        records = {"config": self.config, "progress": progress, "run": self.run_record(),
                    "best": {k: v for k, v in (self.best or {}).items() if k != "values"}}
         try:
             models.save_weights(os.path.join(self.run_dir, CHECKPOINT_NAME), self.net,
@@ -401,14 +402,17 @@ class Trainer:
             self.best = {"epoch": row["epoch"], "val_error": row["val_error"],
                          "values": net.param_values()}
             models.save_weights(os.path.join(self.run_dir, "weights_best.npz"), net,
-                                self.stats)
+                                self.stats, records={"run": self.run_record()})
         progress["history"].append(row)
         progress.update(epoch=epoch + 1, iteration_in_epoch=0, loss_sum=0.0, error_count=0,
                         seen=0, seconds=0.0)
         utils.write_history_csv(os.path.join(self.run_dir, "log.csv"), progress["history"],
                                 LOG_COLUMNS)
-        utils.plot_curves(os.path.join(self.run_dir, "curves.png"), progress["history"],
-                          "%s, recipe %s" % (net.info["display"], recipe["name"]), self.paper)
+        title = "%s on %s, recipe %s%s" % (
+            net.info["display"], utils.DATASETS[net.info["dataset"]]["display"],
+            recipe["name"], ", --limit %d" % self.config["limit"] if self.config["limit"] else "")
+        utils.plot_curves(os.path.join(self.run_dir, "curves.png"), progress["history"], title,
+                          self.paper, [m + 1 for m in recipe["lr_milestones"]])
         self.checkpoint()
 
     def evaluate(self, epoch, stop):
@@ -445,10 +449,11 @@ class Trainer:
         return 100.0 * float(np.mean(predictions != labels))
 
     def finish(self):
-        """Save the final weights and publish the recipe's choice to data/weights/."""
+        """Save the final weights; publish the recipe's choice to data/weights/
+        if this is a full-recipe run and no other run's weights are there."""
         net, info, best = self.net, self.config["network"], self.best
         final_path = os.path.join(self.run_dir, "weights_final.npz")
-        models.save_weights(final_path, net, self.stats)
+        models.save_weights(final_path, net, self.stats, records={"run": self.run_record()})
         last = self.progress["history"][-1]
         paper_text = " (paper: %.2f %%)" % self.paper if self.paper is not None else ""
         self.log("final test error: %s%s" % (_percent(last["test_error"]), paper_text))
@@ -463,12 +468,53 @@ class Trainer:
                 published = os.path.join(self.run_dir, "weights_best.npz")
             else:
                 net.set_param_values(final_values, "final weights", info["name"])
-        target = utils.published_weights_path(self.config["data_dir"], info["name"])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(published, "rb") as source:   # streamed: WRN-28-10's file is 146 MB
-            utils.atomic_write(target, lambda f: shutil.copyfileobj(source, f))
-        self.log("weights: %s (also %s, where test_model.py looks)" % (published, target))
+        self.publish(published)
         return last
+
+    def publish(self, weights):
+        """Copy ``weights`` to data/weights/<network>/<recipe>.npz, where
+        test_model.py looks, unless that would replace another run's weights
+        or this run is shortened (then say so)."""
+        record = self.run_record()
+        target = utils.published_weights_path(self.config["data_dir"], self.net.info["name"],
+                                              self.recipe["name"], self.recipe["dropout"])
+        how = "evaluate them with: python test_model.py --run %s" % self.run_dir
+        if not record["full_recipe"]:
+            self.log("weights: %s (a shortened run: %s; not published to data/weights/); %s"
+                     % (weights, ", ".join(record["changes"]), how))
+            return
+        if os.path.exists(target):
+            other = _run_of(target)
+            if other != record["run_dir"]:
+                self.log("weights: %s; not published: %s already holds the weights of run "
+                         "%s (kept; copy this run's file there yourself to replace them); %s"
+                         % (weights, target, other or "unknown", how))
+                return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(weights, "rb") as source:   # streamed: WRN-28-10's file is 146 MB
+            utils.atomic_write(target, lambda f: shutil.copyfileobj(source, f))
+        self.log("weights: %s (also %s, where test_model.py looks)" % (weights, target))
+
+    def run_record(self):
+        """What a weights file says about the run that made it."""
+        named = RECIPES[self.recipe["name"]]
+        changes = ["--%s %s" % (key.replace("_", "-"), value)
+                   for key, value in sorted(self.recipe.items())
+                   if key in named and key not in ("source", "dropout") and named[key] != value]
+        if self.config["limit"]:
+            changes.insert(0, "--limit %d" % self.config["limit"])
+        return {"run_dir": os.path.abspath(self.run_dir), "recipe": self.recipe["name"],
+                "epochs": self.progress["epoch"], "of_epochs": self.recipe["epochs"],
+                "seed": self.config["seed"], "full_recipe": not changes, "changes": changes,
+                "source": self.config.get("source")}
+
+
+def _run_of(weights_path):
+    """The run folder a weights file says it came from, or None."""
+    try:
+        return utils.read_weights(weights_path)["records"].get("run", {}).get("run_dir")
+    except UserError:
+        return None
 
 
 def _percent(value):
@@ -478,18 +524,43 @@ def _percent(value):
 # =============================================================================
 # The command line
 
-# How each recipe key is read from the command line.
-RECIPE_FLAG_TYPES = {
-    "epochs": int, "batch_size": int, "warmup_iters": int, "warmup_epochs": int,
-    "pad": int, "val_size": int,
-    "lr": float, "lr_factor": float, "warmup_lr": float, "momentum": float,
-    "weight_decay": float, "dropout": float,
+# How each recipe key is read from the command line, and what it means.
+RECIPE_FLAGS = {
+    "epochs": (int, "N", "epochs to train"),
+    "batch_size": (int, "B", "images per training batch"),
+    "lr": (float, "LR", "learning rate after the warm-up"),
+    "lr_milestones": (None, "E1,E2", "multiply the learning rate by --lr-factor from these "
+                                     "0-based epochs on (80,121: from epochs 81 and 122 of "
+                                     "the log); 'none' for none"),
+    "lr_factor": (float, "F", "learning-rate factor at each milestone"),
+    "warmup_iters": (int, "N", "iterations at --warmup-lr first (He et al. 2016 use 400 "
+                               "for ResNet-1001)"),
+    "warmup_epochs": (int, "N", "epochs at --warmup-lr first"),
+    "warmup_lr": (float, "LR", "learning rate of the warm-up"),
+    "momentum": (float, "M", "momentum"),
+    "optimizer": (None, None, "Nesterov SGD as Torch's optim.sgd or as Lasagne computes it"),
+    "reset_momentum_at_milestones": (None, "yes|no", "restart the momentum buffers at each "
+                                                     "milestone (WRN's train.lua)"),
+    "weight_decay": (float, "WD", "weight decay"),
+    "decay": (None, None, "gradient_all: wd * w added to every gradient (Torch); "
+                          "l2_loss_regularizable: wd * sum(w^2) added to the loss over "
+                          "weights and gamma (Lasagne)"),
+    "normalisation": (None, None, "per-channel mean and std, or the mean image"),
+    "pad": (int, "P", "pixels of padding before the random 32x32 crop"),
+    "pad_mode": (None, None, "padding of the crop"),
+    "val_size": (int, "N", "training images held out for validation"),
+    "drop_last": (None, "yes|no", "drop the last partial batch of an epoch"),
+    "dropout": (float, "P", "dropout between a wide unit's convolutions (WRN: 0.3)"),
+    "publish": (None, None, "which weights go to data/weights/: the final or the "
+                            "best-on-validation ones"),
 }
 MIN_VALUES = {"epochs": 1, "batch_size": 1}
+USAGE = ("train_nn.py VARIANT DEPTH [WIDTH] [--recipe R] [--data-dir D] [options]\n"
+         "       train_nn.py --resume RUN_DIR [--data-dir D] [--test-every K]")
 
 
 def milestones(text):
-    """'80,121' -> [80, 121]; '' or 'none' -> []."""
+    """'80,121' -> [80, 121]; '' or 'none' -> []; refused unless increasing."""
     if text.strip().lower() in ("", "none"):
         return []
     try:
@@ -498,7 +569,9 @@ def milestones(text):
         raise argparse.ArgumentTypeError("expected comma-separated epochs, e.g. 80,121")
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError("epochs are counted from 0")
-    return sorted(values)
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise argparse.ArgumentTypeError("milestones must increase, e.g. 80,121")
+    return values
 
 
 def yes_no(text):
@@ -509,48 +582,64 @@ def yes_no(text):
     raise argparse.ArgumentTypeError("expected yes or no")
 
 
+def _recipe_defaults(key):
+    """'paper-preresnet 164, paper-wrn 200, seed 200' (one value if all agree)."""
+    def show(value):
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value) or "none"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+    values = [(name, show(recipe[key])) for name, recipe in RECIPES.items()]
+    if len({v for _, v in values}) == 1:
+        return values[0][1]
+    return ", ".join("%s %s" % pair for pair in values)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Recipes: paper (the papers' code, default), seed (the old repository).",
+    parser = models.UsageParser(
+        usage=USAGE, description=__doc__.split("\n\n")[0],
+        epilog="examples:\n" + __doc__.split("\n\n")[1] + "\n\nRecipes: paper (the "
+               "variant's paper recipe: paper-preresnet or paper-wrn) and seed (the old "
+               "repository's); every recipe value can be overridden below.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     models.add_network_arguments(parser, optional=True)
-    parser.add_argument("--recipe", default="paper",
-                        help="paper (default), seed, or paper-preresnet / paper-wrn")
-    parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ "
-                                           "(default: data/; downloaded when missing)")
-    parser.add_argument("--out", help="run folder (default: runs/<network>-<recipe>-<time>)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--recipe", default=None,
+                        help="paper (default), seed, paper-preresnet or paper-wrn")
+    parser.add_argument("--data-dir", metavar="D",
+                        help="folder holding cifar-10-batches-py/ (default: data/; "
+                             "downloaded there when missing)")
+    parser.add_argument("--out", metavar="RUN_DIR",
+                        help="run folder (default: runs/<network>-<recipe>-<time>)")
+    parser.add_argument("--seed", type=int, default=None,
                         help="seed of initialisation, split, shuffling, augmentation "
-                             "and dropout (default 0)")
-    parser.add_argument("--limit", type=int, default=0, metavar="N",
-                        help="train on the first N training images (smoke runs)")
-    parser.add_argument("--test-every", type=int, default=1, metavar="K",
-                        help="test-set error every K epochs (0: last epoch only); it is "
-                             "reported, never used to select a model")
+                             "and dropout (default: 0)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="train on the first N training images (smoke runs; such a "
+                             "run's weights are not published to data/weights/)")
+    parser.add_argument("--test-every", type=int, default=None, metavar="K",
+                        help="test-set error every K epochs and at the last (0: last only; "
+                             "default: 1); reported, never used to select a model")
     parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its checkpoint")
-    recipe = parser.add_argument_group("recipe overrides (default: the recipe's value)")
-    for key in RECIPES["paper-preresnet"]:
-        if key == "source":
-            continue
+                        help="continue the run in RUN_DIR from its checkpoint, exactly "
+                             "as configured (only --data-dir and --test-every may change)")
+    recipe = parser.add_argument_group("recipe values (default: the recipe's)")
+    for key, (kind, metavar, text) in RECIPE_FLAGS.items():
         flag = "--" + key.replace("_", "-")
+        text = "%s (%s)" % (text, _recipe_defaults(key))
         if key in CHOICES:
-            recipe.add_argument(flag, choices=CHOICES[key])
+            recipe.add_argument(flag, choices=CHOICES[key], help=text)
         elif key == "lr_milestones":
-            recipe.add_argument(flag, type=milestones, metavar="E1,E2",
-                                help="multiply lr by --lr-factor after these many epochs "
-                                     "(80,121: from epochs 81 and 122 of the log on)")
-        elif key in RECIPE_FLAG_TYPES:
-            recipe.add_argument(flag, type=RECIPE_FLAG_TYPES[key])
+            recipe.add_argument(flag, type=milestones, metavar=metavar, help=text)
+        elif kind is None:
+            recipe.add_argument(flag, type=yes_no, metavar=metavar, help=text)
         else:
-            recipe.add_argument(flag, type=yes_no, metavar="yes|no")
+            recipe.add_argument(flag, type=kind, metavar=metavar, help=text)
     return parser
 
 
 def recipe_overrides(args):
-    return {key: getattr(args, key) for key in RECIPES["paper-preresnet"]
-            if key != "source"}
+    return {key: getattr(args, key) for key in RECIPE_FLAGS}
 
 
 def new_run(parser, args):
@@ -562,13 +651,14 @@ def new_run(parser, args):
     for key, value in overrides.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             parser.error("--%s must not be negative" % key.replace("_", "-"))
-    if args.limit < 0:
-        parser.error("--limit must not be negative")
+    for flag, value in (("--limit", args.limit), ("--test-every", args.test_every)):
+        if value is not None and value < 0:
+            parser.error("%s must not be negative" % flag)
     try:
-        recipe = resolve_recipe(args.recipe, args.variant, overrides)
+        recipe = resolve_recipe(args.recipe or "paper", args.variant, overrides)
         info = models.network_info(args.variant, args.depth, args.width or 1,
-                                     args.arch or "paper", args.dataset or "cifar10",
-                                     recipe["dropout"])
+                                   args.arch or "paper", args.dataset or "cifar10",
+                                   recipe["dropout"])
     except (ValueError, UserError) as error:
         parser.error(str(error))
     run_dir = args.out or os.path.join(
@@ -577,20 +667,26 @@ def new_run(parser, args):
     if os.path.exists(os.path.join(run_dir, CHECKPOINT_NAME)):
         parser.error("%s already holds a run; continue it with --resume %s, or choose "
                      "another --out" % (run_dir, run_dir))
-    config = {"network": info, "recipe": recipe, "seed": args.seed, "limit": args.limit,
+    config = {"network": info, "recipe": recipe, "seed": args.seed or 0,
+              "limit": args.limit or 0,
               "data_dir": os.path.abspath(args.data_dir or utils.DEFAULT_DATA_DIR),
-              "test_every": args.test_every}
+              "test_every": 1 if args.test_every is None else args.test_every}
     return config, run_dir
 
 
 def resumed_run(parser, args):
-    given = [key for key, value in recipe_overrides(args).items() if value is not None]
+    """The config and progress of the run in ``args.resume``. Only --data-dir
+    (where the same data lies) and --test-every (what is reported) may change;
+    every other setting is the run's own."""
+    given = ["--" + key.replace("_", "-") for key, value in recipe_overrides(args).items()
+             if value is not None]
     given += [flag for flag, value in (("--out", args.out), ("--limit", args.limit),
-                                       ("--arch", args.arch), ("--dataset", args.dataset))
-              if value]
+                                       ("--arch", args.arch), ("--dataset", args.dataset),
+                                       ("--seed", args.seed), ("--recipe", args.recipe))
+              if value is not None]
     if given:
         parser.error("--resume continues a run exactly as it was configured; it takes "
-                     "no %s (only --data-dir)" % ", ".join(given))
+                     "no %s (only --data-dir and --test-every)" % ", ".join(given))
     records = read_checkpoint(args.resume)["records"]
     config, progress = records["config"], records["progress"]
     info = config["network"]
@@ -601,14 +697,67 @@ def resumed_run(parser, args):
             " %d" % args.width if args.width else ""))
     if args.data_dir:
         config["data_dir"] = os.path.abspath(args.data_dir)
+    if args.test_every is not None:
+        if args.test_every < 0:
+            parser.error("--test-every must not be negative")
+        config["test_every"] = args.test_every
     return config, progress
+
+
+class RunLog:
+    """What the program prints, also appended to the run folder's output.log
+    once the folder exists (earlier lines are kept until then)."""
+
+    def __init__(self):
+        self.file, self.pending = None, []
+
+    def __call__(self, text):
+        print(text, flush=True)
+        self._keep(text)
+
+    def error(self, text):
+        print(text, file=sys.stderr, flush=True)
+        self._keep(text)
+
+    def _keep(self, text):
+        if self.file is None:
+            self.pending.append(text)
+        else:
+            self.file.write(text + "\n")
+            self.file.flush()
+
+    def attach(self, path):
+        self.file = open(path, "a")
+        for text in self.pending:
+            self.file.write(text + "\n")
+        self.file.flush()
+        self.pending = []
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+
+def provenance(data):
+    """What config.json records beside the settings: the code's commit, the
+    data's folder and whether its files are the official ones, the time."""
+    return {"code": loop.git_state(utils.PROJECT_DIR),
+            "data": {"folder": data["folder"], "official": not data["unofficial_files"],
+                     "unofficial_files": data["unofficial_files"]},
+            "versions": loop.library_versions(), "machine": loop.machine_description(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
 def main(argv=None):
     engine.compat.keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
+    log = RunLog()
     try:
+        try:
+            engine.compat.check_compiler()
+        except engine.compat.MissingCompiler as error:
+            raise UserError(str(error))
         if args.resume:
             if not os.path.isdir(args.resume):
                 parser.error("--resume %s: no such folder" % args.resume)
@@ -623,32 +772,33 @@ def main(argv=None):
             run_dir = args.resume
         else:
             config, run_dir = new_run(parser, args)
-        # Data first: a bad file stops the run before anything is written.
-        data = utils.load_dataset(config["network"]["dataset"], config["data_dir"])
+        # Data and settings first: a bad file or value stops the run before
+        # anything is written.
+        data = utils.load_dataset(config["network"]["dataset"], config["data_dir"], log=log)
+        trainer = Trainer(config, data, run_dir, log, warn=log.error)
         if not args.resume:
-            os.makedirs(run_dir, exist_ok=True)
+            try:
+                os.makedirs(run_dir, exist_ok=True)
+            except OSError as error:
+                raise UserError("cannot create the run folder %s: %s; choose another --out"
+                                % (run_dir, error.strerror or error))
+            config["source"] = provenance(data)
             utils.write_json(os.path.join(run_dir, "config.json"), dict(
-                config, command=" ".join(["python", "train_nn.py"] + sys.argv[1:]),
-                versions=loop.library_versions(),
-                machine=loop.machine_description(),
-                started=datetime.datetime.now().isoformat(timespec="seconds")))
-        with open(os.path.join(run_dir, "output.log"), "a") as log_file:
-            def log(text):
-                print(text, flush=True)
-                log_file.write(text + "\n")
-                log_file.flush()
-
-            log("run folder: %s" % run_dir)
-            train(config, data, run_dir, resume=bool(args.resume), log=log)
+                config, command=" ".join(["python", "train_nn.py"] + sys.argv[1:])))
+        log.attach(os.path.join(run_dir, "output.log"))
+        log("run folder: %s" % run_dir)
+        trainer.run(resume=bool(args.resume))
         return 0
     except UserError as error:
-        print("error: %s" % error, file=sys.stderr)
+        log.error("error: %s" % error)
         return 1
     except Interrupted as interruption:
         return interruption.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted; the last checkpoint (if any) is intact", file=sys.stderr)
+        log.error("\ninterrupted; the last checkpoint (if any) is intact")
         return 130
+    finally:
+        log.close()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import shutil
@@ -31,11 +32,17 @@ PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(PROJECT_DIR, "data")
 
 
-def published_weights_path(data_dir, network_name):
-    """Where a run publishes its weights and test_model.py looks for them:
-    ``<data folder>/weights/<network>.npz`` (data/weights/ by default)."""
+def published_weights_path(data_dir, network_name, recipe_name, dropout=0.0):
+    """Where a full-recipe run publishes its weights and test_model.py looks for
+    them: ``<data folder>/weights/<network>/<recipe>[-dropout<p>].npz``, one
+    file per network, recipe and dropout (data/weights/ by default)."""
+    name = recipe_name + ("-dropout%g" % dropout if dropout else "")
+    return os.path.join(published_weights_dir(data_dir, network_name), name + ".npz")
+
+
+def published_weights_dir(data_dir, network_name):
     return os.path.join(os.path.abspath(data_dir or DEFAULT_DATA_DIR), "weights",
-                        network_name + ".npz")
+                        network_name)
 
 
 class UserError(Exception):
@@ -49,6 +56,7 @@ DATASETS = {
     # https://www.cs.toronto.edu/~kriz/cifar.html; per-file md5s as published
     # with torchvision's CIFAR loaders.
     "cifar10": {
+        "display": "CIFAR-10",
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "archive_md5": "c58f30108f718f92721af3b95e74349a",
         "folder": "cifar-10-batches-py",
@@ -70,6 +78,7 @@ DATASETS = {
         },
     },
     "cifar100": {
+        "display": "CIFAR-100",
         "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "archive_md5": "eb9058c3a382ffc7106e4002c42a8d85",
         "folder": "cifar-100-python",
@@ -207,7 +216,8 @@ def load_dataset(name="cifar10", data_dir=None, download=True, log=print):
     -------
     dict
         ``train_x``, ``test_x`` (uint8, N x 3 x 32 x 32), ``train_y``,
-        ``test_y`` (int32), ``label_names`` and ``folder``.
+        ``test_y`` (int32), ``label_names``, ``folder`` and
+        ``unofficial_files`` (the files whose md5 is not the official one).
     """
     spec = DATASETS[name]
     data_dir = os.path.abspath(data_dir or DEFAULT_DATA_DIR)
@@ -226,7 +236,7 @@ def load_dataset(name="cifar10", data_dir=None, download=True, log=print):
         raise UserError("%s: missing %s; delete the folder to download it again, or "
                         "copy the complete official files there"
                         % (folder, ", ".join(missing)))
-    _warn_unofficial_files(folder, spec, log)
+    unofficial = _warn_unofficial_files(folder, spec, log)
 
     splits = {}
     for split in ("train", "test"):
@@ -241,6 +251,7 @@ def load_dataset(name="cifar10", data_dir=None, download=True, log=print):
         splits[split + "_y"] = np.concatenate([y for _, y in parts])
     splits["label_names"] = _label_names(folder, spec)
     splits["folder"] = folder
+    splits["unofficial_files"] = unofficial
     return splits
 
 
@@ -284,6 +295,7 @@ def _warn_unofficial_files(folder, spec, log):
         log("warning: %d file(s) in %s differ from the official release (md5): %s; "
             "numbers measured on them are not the official test set's"
             % (len(differing), folder, ", ".join(differing)))
+    return differing
 
 
 # =============================================================================
@@ -577,6 +589,9 @@ def _json_default(value):
 
 def read_npz(path, what="weights"):
     """Load every array of an ``.npz`` without unpickling anything."""
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise UserError("%s: not an .npz file (a %s file of this project is a zip of "
+                        "arrays)" % (path, what))
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -730,30 +745,45 @@ def write_history_csv(path, history, columns):
     atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
 
 
-def plot_curves(path, history, title, paper_error=None):
-    """Training loss, and train/validation/test error per epoch, with the
-    paper's test error as a horizontal line when there is one."""
+def plot_curves(path, history, title, paper_error=None, lr_drops=()):
+    """Training loss, and train/validation/test error per epoch on a log
+    scale (the last few per cent of a full run stay readable), the paper's
+    test error as a horizontal line when there is one, and the learning-rate
+    drops (1-based epochs) as vertical lines."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(epochs, [row["train_loss"] for row in history], label="train loss")
-    ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy")
-    ax_loss.legend()
     for key, label in (("train_error", "train"), ("val_error", "validation"),
                        ("test_error", "test")):
-        points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+        points = [(row["epoch"], row[key]) for row in history
+                  if row.get(key) is not None and row[key] > 0]
         if points:
             ax_err.plot(*zip(*points), label=label, marker="." if len(points) < 20 else None)
     if paper_error is not None:
         ax_err.axhline(paper_error, color="k", linestyle="--",
                        label="paper test error %.2f %%" % paper_error)
-    ax_err.set_xlabel("epoch")
-    ax_err.set_ylabel("error (%)")
-    ax_err.legend()
+    ax_err.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: "%g" % value)
+    low, high = ax_err.get_ylim()
+    ax_err.yaxis.set_major_formatter(plain)
+    # every minor tick labelled on a decade or less, else 2, 3 and 5 of each decade
+    some = FuncFormatter(lambda value, _: "%g" % value if value > 0 and round(
+        value / 10 ** math.floor(math.log10(value))) in (2, 3, 5) else "")
+    ax_err.yaxis.set_minor_formatter(plain if high / low < 12 else some)
+    ax_err.set_ylabel("error (%, log scale)")
+    for ax in (ax_loss, ax_err):
+        ax.set_xlabel("epoch" + (" (dotted: learning-rate drops)" if lr_drops else ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for drop in lr_drops:
+            if epochs and drop <= epochs[-1]:
+                ax.axvline(drop, color="grey", linewidth=0.8, linestyle=":")
+        ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     buffer = io.BytesIO()

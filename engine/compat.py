@@ -182,6 +182,26 @@ def _drop_blas_library_warning(record):
     return "did not find a dynamic library" not in record.getMessage()
 
 
+class MissingCompiler(RuntimeError):
+    """Theano cannot compile: no C++ compiler or no Python headers."""
+
+
+def check_compiler():
+    """Raise MissingCompiler, saying what to install, where Theano cannot
+    compile its C code (it would fail later with a traceback from deep inside,
+    e.g. ``MethodNotDefined: perform``)."""
+    import sysconfig
+    missing = []
+    if not theano.config.cxx:
+        missing.append("a C++ compiler (g++)")
+    if not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+        missing.append("the Python headers (Python.h)")
+    if missing:
+        raise MissingCompiler(
+            "Theano compiles C code and needs %s: install them (Debian/Ubuntu: apt-get "
+            "install g++ python3-dev) and run again" % " and ".join(missing))
+
+
 def keep_freed_memory():
     """Ask glibc to serve every allocation from its heap and never give freed
     memory back to the system.

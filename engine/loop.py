@@ -6,14 +6,15 @@
 - ``Progress``: progress with the time left, on a terminal or in a log.
 - ``StopRequests`` / ``Interrupted``: SIGINT and SIGTERM stop a loop between
   two steps, so that it can save first.
-- ``compute_threads``, ``library_versions``, ``machine_description``: what a
-  run records about where it ran.
+- ``compute_threads``, ``library_versions``, ``machine_description``,
+  ``git_state``: what a run records about where it ran.
 """
 import os
 import platform
 import queue
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -162,11 +163,13 @@ class Interrupted(Exception):
 
 class StopRequests:
     """SIGINT / SIGTERM set a flag the loop checks after each step, so the step
-    in progress finishes and the run can save; a second signal stops at once."""
+    in progress finishes and the run can save; a second signal stops at once
+    (KeyboardInterrupt). ``notify(text)`` says so (default: stderr)."""
 
-    def __init__(self):
+    def __init__(self, notify=None):
         self.signum = None
         self._previous = {}
+        self._notify = notify or (lambda text: sys.stderr.write(text + "\n"))
 
     def __enter__(self):
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -177,9 +180,8 @@ class StopRequests:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        sys.stderr.write("\n%s received: finishing this step, then saving (press "
-                         "Ctrl-C again to stop without saving)\n"
-                         % signal.Signals(signum).name)
+        self._notify("\n%s received: finishing this step, then saving (press Ctrl-C again "
+                     "to stop without saving)" % signal.Signals(signum).name)
 
     def check(self):
         if self.signum is not None:
@@ -213,6 +215,22 @@ def library_versions():
                              "openmp": theano.config.openmp},
             "omp_threads": compute_threads(),
             "c_ops": layers.c_ops_apply(T.fvector())}
+
+
+def git_state(folder):
+    """The git commit of ``folder``'s checkout and whether its tracked files
+    were modified, or None where there is no git checkout (an image)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", folder] + list(args), capture_output=True,
+                              text=True, timeout=30)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head.stdout.strip(), "modified": bool(status.stdout.strip())}
 
 
 def machine_description():

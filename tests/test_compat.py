@@ -14,9 +14,11 @@ SHOW = ("import engine, theano; print(theano.config.floatX); "
         "print(theano.config.blas.ldflags); print(theano.config.base_compiledir)")
 
 
-def settings(tmp_path, flags):
+def settings(tmp_path, flags, **more_env):
     env = dict(os.environ, THEANO_FLAGS=flags, HOME=str(tmp_path),
                THEANORC=str(tmp_path / "no-theanorc"))
+    env.pop("XDG_CACHE_HOME", None)  # the user's own, if set, would decide the folder
+    env.update(more_env)
     result = subprocess.run([sys.executable, "-c", SHOW], cwd=PROJECT_DIR, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -29,6 +31,12 @@ def test_defaults_float32_and_an_openblas(tmp_path):
     # the project's own compile folder, not the ~/.theano all Theano programs share
     assert compiledir == str(tmp_path / ".cache" / "preresnet-theano")
     assert os.stat(compiledir).st_mode & 0o777 == 0o700
+
+
+def test_xdg_cache_home_is_respected(tmp_path):
+    cache = tmp_path / "xdg"
+    (_, _, compiledir), _ = settings(tmp_path, "", XDG_CACHE_HOME=str(cache))
+    assert compiledir == str(cache / "preresnet-theano")
 
 
 def test_the_users_flags_win(tmp_path):

@@ -278,6 +278,11 @@ def test_files_that_fit_no_graph_or_the_wrong_command_are_refused(capsys):
                shapes("bottleneck", 2, 1, "seed"))
 
 
+def test_every_architecture_sets_every_key():
+    keys = set(models.ARCHITECTURES["paper"])
+    assert all(set(spec) == keys for spec in models.ARCHITECTURES.values())
+
+
 def test_the_published_files_table_agrees_with_the_graphs():
     for name, entry in models.OLD_WEIGHTS_FILES.items():
         variant, depth, width = entry["network"]

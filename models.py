@@ -17,11 +17,13 @@ network: its names, the papers' error rates, its weights (``Network``,
 ``depth`` keeps the old repository's meaning: n, the number of units per stage;
 the number of weighted layers (110 in PreResNet-110) is ``layer_count``.
 
-Two architectures are available. ``arch="paper"`` is the papers' networks, layer
-for layer and parameter for parameter. ``arch="seed"`` is the graph of the 2016
-Lasagne repository this project re-creates (see ARCHITECTURES for each
-difference), kept so that its published weights can be loaded and its numbers
-checked.
+``arch="paper"`` is the papers' networks, layer for layer and parameter for
+parameter. ``arch="seed"`` is the final graph of the 2016 Lasagne repository this
+project re-creates (see ARCHITECTURES for each difference). Its published weights
+were trained with earlier versions of its code: ``arch="seed-2016-06"`` (the
+164-layer and wide files) and ``arch="seed-2016-04"`` (the 110-layer file) are
+those graphs, so that the files can be loaded into the function they were
+trained for and their numbers checked (``OLD_WEIGHTS_FILES``).
 """
 import argparse
 import math
@@ -79,9 +81,20 @@ ARCHITECTURES = {
         "conv_init": "he_fan_out",
         "projection_init": "he_fan_out",
         "dense_init": "torch_linear",
+        "description": None,
+        "variants": ("normal", "bottleneck", "wide"),
+        # resnet-pre-act.lua: every unit but the first pre-activates its input,
+        # and a projection reads the pre-activated input ('both_preact').
+        "stage1_preact_bn": True,
+        "projection_reads": "preactivated",
+        # No .pklz files: this project's weights carry their normalisation.
+        "old_inputs": None,
     },
     "seed": {
-        "source": "the 2016 Lasagne repository's models.py (docs/old-repository.md)",
+        "source": "the 2016 Lasagne repository's final models.py, commit 51bc6b3 of "
+                  "2016-08-12 (docs/old-repository.md)",
+        # How display_name says which graph this is.
+        "description": "old repository's graph",
         # Its last convolution of a unit is not wrapped by batch_norm(), so it
         # keeps a bias: 2,016 more parameters in PreResNet-110.
         "last_conv_bias": True,
@@ -94,8 +107,53 @@ ARCHITECTURES = {
         "conv_init": "he_fan_in_relu",
         "projection_init": "glorot_uniform",
         "dense_init": "he_fan_in",
+        "variants": ("normal", "bottleneck", "wide"),
+        # Units 2..n of stage 1 have their own BN-ReLU (residual_block(l) for
+        # range(1, n)).
+        "stage1_preact_bn": True,
+        # "Fixed bug in projection shortcut": ConvLayer(bn_pre_relu, ...).
+        "projection_reads": "preactivated",
+        # Its utils.py subtracted the 45,000 training images' mean image
+        # (data/pixel_mean.npy), no scaling.
+        "old_inputs": "pixel_mean",
     },
 }
+# The graphs the old repository's published weights were trained with
+# (docs/old-repository.md, "History"): its models.py at the commit that added
+# each file. Everything not set here is as in "seed".
+ARCHITECTURES.update({
+    "seed-2016-06": dict(
+        ARCHITECTURES["seed"],
+        source="the old repository's models.py as of 3403cfb (2016-06-06, "
+               "resnet164_fullpreactivation.pklz) and fb7ed2a (2016-06-15, "
+               "wide_resnet_n2_k4.pklz), before 51bc6b3 (docs/old-repository.md)",
+        description="old repository's graph of 2016-06",
+        # `projection = ConvLayer(l, ...)` in a downsampling unit of all three
+        # networks: the unit's input sum, not its BN-ReLU. Same parameters.
+        projection_reads="sum",
+        # Its wide units also had a DropoutLayer(p=0.3) between their two
+        # convolutions (commented out in 51bc6b3): no parameters, the same
+        # evaluation; training like it needs --dropout 0.3.
+    ),
+    "seed-2016-04": dict(
+        ARCHITECTURES["seed"],
+        source="the old repository's first models.py, 7c4c997 (2016-04-24, "
+               "resnet110_fullpreactivation_638.pklz) (docs/old-repository.md)",
+        description="old repository's graph of 2016-04",
+        # Its stage 1 is `for _ in range(n): l = residual_block(l, first=True)`:
+        # no unit of stage 1 has a BN-ReLU of its own, units 2..n read the
+        # previous sum directly (535 arrays instead of 603 for n = 18).
+        stage1_preact_bn=False,
+        # `projection = ConvLayer(l, ...)`, as in 2016-06.
+        projection_reads="sum",
+        # Its bottleneck differs in more ways (a 64-filter stem, the stride on
+        # the first 1x1, no stage-1 projection) and it had no wide network;
+        # only its normal network has published weights.
+        variants=("normal",),
+        # Its utils.py divided the images by 255 and subtracted no mean.
+        old_inputs="divide_by_255",
+    ),
+})
 
 
 def _conv_init(name, in_channels, out_channels, size):
@@ -155,6 +213,9 @@ def residual_unit(incoming, filters, stride, unit, spec, preactivated=False,
     preactivated : bool
         True for the first unit: the stem's BN-ReLU is its pre-activation
         ('no_preact' in resnet-pre-act.lua; the same graph in wide-resnet.lua).
+        True for every unit of stage 1 in the old repository's graph of
+        2016-04 (``stage1_preact_bn`` False): there units 2..n feed the
+        previous unit's sum to their first convolution as it is.
     dropout : float
         Dropout probability between the two 3x3 convolutions of a basic unit
         (WRN, Sec. 2.3); 0 for none.
@@ -189,8 +250,10 @@ def residual_unit(incoming, filters, stride, unit, spec, preactivated=False,
     if stride != 1 or in_channels != out_channels:
         # Projection from the pre-activated input (resnet-pre-act.lua's
         # 'both_preact' block; wide-resnet.lua applies BN-ReLU before its
-        # ConcatTable when the channel count changes).
-        shortcut = conv(activated, out_channels, 1, stride, spec["projection_init"],
+        # ConcatTable when the channel count changes), or, in the old
+        # repository's graphs before 51bc6b3, from the unit's input sum.
+        source = {"preactivated": activated, "sum": incoming}[spec["projection_reads"]]
+        shortcut = conv(source, out_channels, 1, stride, spec["projection_init"],
                         name + ".projection")
     else:
         shortcut = incoming
@@ -205,6 +268,9 @@ def check_arguments(variant, depth, width=1, num_classes=10, dropout=0.0, arch="
     if arch not in ARCHITECTURES:
         raise ValueError("unknown arch %r: choose one of %s"
                          % (arch, ", ".join(ARCHITECTURES)))
+    if variant not in ARCHITECTURES[arch]["variants"]:
+        raise ValueError("arch %r has %s networks only" % (
+            arch, " and ".join(ARCHITECTURES[arch]["variants"])))
     for label, value in (("depth n", depth), ("width k", width)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError("%s must be an integer >= 1, got %r" % (label, value))
@@ -251,8 +317,9 @@ def build_model(variant, depth, width=1, num_classes=10, dropout=0.0,
         Dropout between the 3x3 convolutions of wide units (0 or 0.3 in WRN).
     input_var : theano tensor4 or None
         The input variable, shape ``(batch, 3, 32, 32)``.
-    arch : {'paper', 'seed'}
-        The papers' networks, or the old repository's graphs.
+    arch : {'paper', 'seed', 'seed-2016-06', 'seed-2016-04'}
+        The papers' networks, the old repository's final graphs, or the
+        earlier graphs its published weights were trained with.
 
     Returns
     -------
@@ -279,7 +346,7 @@ def build_model(variant, depth, width=1, num_classes=10, dropout=0.0,
             network = residual_unit(
                 network, filters * width, stride=2 if stage > 0 and index == 0 else 1,
                 unit=unit_spec["unit"], spec=spec,
-                preactivated=stage == 0 and index == 0,
+                preactivated=stage == 0 and (index == 0 or not spec["stage1_preact_bn"]),
                 dropout=dropout, name="stage%d.unit%d" % (stage + 1, index + 1))
     network = bn_relu(network, spec, "head")
     network = GlobalPoolLayer(network, name="head.pool")
@@ -308,14 +375,20 @@ def network_name(variant, depth, width=1, arch="paper", num_classes=10):
 
 
 def display_name(variant, depth, width=1, arch="paper"):
-    """Human name, e.g. ``PreResNet-110`` or ``WRN-16-4``."""
+    """Human name, e.g. ``PreResNet-110``, ``WRN-16-4`` or ``PreResNet-110 (old
+    repository's graph of 2016-04)``."""
     layers = layer_count(variant, depth)
-    if variant == "wide" and arch == "seed":
-        units = stage_units(variant, depth, arch)
-        return ("old repository's wide net (n=%d, k=%d: %d/%d/%d units, %d layers)"
+    units = stage_units(variant, depth, arch)
+    if variant == "wide" and units != (depth,) * 3:
+        # Not a WRN-(6n+4)-k: the old repository's n+2 units in stages 2 and 3.
+        name = ("wide net, n=%d k=%d: %d/%d/%d units, %d layers"
                 % ((depth, width) + units + (2 * sum(units) + 2,)))
-    name = "WRN-%d-%d" % (layers, width) if variant == "wide" else "PreResNet-%d" % layers
-    return name + (" (old repository's graph)" if arch == "seed" else "")
+    elif variant == "wide":
+        name = "WRN-%d-%d" % (layers, width)
+    else:
+        name = "PreResNet-%d" % layers
+    description = ARCHITECTURES[arch]["description"]
+    return name + (" (%s)" % description if description else "")
 
 
 # -----------------------------------------------------------------------------
@@ -408,6 +481,37 @@ class Network:
                 for state, *_ in layer._srng.state_updates]
 
 
+# The old repository's published weights (its data/weights/): the network
+# each was made for, the graph it was trained with (the models.py of the commit
+# that added it, docs/old-repository.md) and the test error its README gave.
+OLD_WEIGHTS_FILES = {
+    "resnet110_fullpreactivation_638.pklz": {
+        "network": ("normal", 18, 1), "arch": "seed-2016-04",
+        "commit": "7c4c997 (2016-04-24)", "test_error": 6.38},
+    "resnet164_fullpreactivation.pklz": {
+        "network": ("bottleneck", 18, 1), "arch": "seed-2016-06",
+        "commit": "3403cfb (2016-06-06)", "test_error": 5.66},
+    "wide_resnet_n2_k4.pklz": {
+        "network": ("wide", 2, 4), "arch": "seed-2016-06",
+        "commit": "fb7ed2a (2016-06-15)", "test_error": 5.41},
+}
+
+
+def old_graphs(variant):
+    """The old repository's graphs (those with ``old_inputs``) that have
+    ``variant`` networks."""
+    return [arch for arch, spec in ARCHITECTURES.items()
+            if spec["old_inputs"] and variant in spec["variants"]]
+
+
+def parameter_shapes(variant, depth, width=1, num_classes=10, arch="paper"):
+    """``(name, shape)`` of every parameter in ``get_all_params`` order (the
+    order the old repository's .pklz files list them in). Builds the graph, no
+    compiling."""
+    output = build_model(variant, depth, width, num_classes, arch=arch)
+    return [(p.name, p.get_value(borrow=True).shape) for p in get_all_params(output)]
+
+
 def save_weights(path, net, stats, groups=None, records=None):
     """Write ``net``'s parameters and input normalisation (``utils.write_weights``;
     a checkpoint adds ``groups`` of arrays and JSON ``records``)."""
@@ -478,8 +582,9 @@ def add_network_arguments(parser, optional=False):
     parser.add_argument("width", metavar="WIDTH", nargs="?", type=int,
                         help="k, the widening factor (wide networks only)")
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default=None,
-                        help="paper: the papers' networks (default); seed: the old "
-                             "repository's graphs")
+                        help="; ".join("%s: %s" % (arch, spec["description"] or
+                                                   "the papers' networks (default)")
+                                       for arch, spec in ARCHITECTURES.items()))
     parser.add_argument("--dataset", choices=list(utils.DATASETS), default=None,
                         help="cifar10 (default) or cifar100")
 

@@ -4,6 +4,7 @@
     python test_model.py --run runs/preresnet110-paper-preresnet-20261128-170000
     python test_model.py --weights runs/.../weights_final.npz
     python test_model.py wide 2 4 --dataset cifar100
+    python test_model.py normal 18 --weights resnet110_fullpreactivation_638.pklz
     python test_model.py bottleneck 18 --weights resnet164_fullpreactivation.pklz \
         --pixel-mean pixel_mean.npy                 # the old repository's weights
 
@@ -12,9 +13,13 @@ error, the per-class accuracy and the confusion matrix, and writes them as
 JSON (next to the weights unless --out says otherwise). A run folder is
 evaluated with its final weights, or, for an unfinished run, its last
 checkpoint. Weights files of this project carry their network and input
-normalisation; the old repository's .pklz files do not, so the network is
-given as VARIANT DEPTH [WIDTH] and the mean image is taken from --pixel-mean
-(its data/pixel_mean.npy) or computed from the training set.
+normalisation. The old repository's .pklz files do not, so the network is
+given as VARIANT DEPTH [WIDTH]; each was trained with its own version of that
+repository's graph: the graph is chosen by the file's parameter list, and by
+its published name where two graphs have the same list (--arch chooses one),
+and the inputs are prepared as that version's code did (the mean image from
+--pixel-mean, its data/pixel_mean.npy, or computed from the training set; or
+no mean, divided by 255, for the graph of 2016-04).
 """
 import argparse
 import datetime
@@ -49,7 +54,8 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=500,
                         help="images per evaluation batch (default: 500)")
     parser.add_argument("--pixel-mean", metavar="NPY",
-                        help="mean image for .pklz weights (the old data/pixel_mean.npy)")
+                        help="mean image for .pklz weights (the old data/pixel_mean.npy; "
+                             "the graph of 2016-04's code subtracted none)")
     parser.add_argument("--out", help="JSON report (default: next to the weights)")
     return parser
 
@@ -118,30 +124,187 @@ def describe(path, weights):
     return "%s (%s)" % (path, ", ".join(parts))
 
 
-def load_any_weights(parser, args, net, data_dir, weights=None):
-    """Load the weights into ``net``; return their normalisation statistics."""
-    if args.weights.endswith(".pklz"):
-        if net.info["arch"] != "seed":
-            parser.error("%s is an old-repository weights file: it fits the old graphs, "
-                         "add --arch seed" % args.weights)
-        values = utils.read_old_pklz(args.weights)
-        net.set_param_values(values, args.weights, "the old repository")
+def choose_old_graph(parser, args, shapes, num_classes):
+    """The old repository's graph to load a .pklz file into, and why.
+
+    Every old graph of VARIANT DEPTH [WIDTH] whose parameter list has the
+    file's shapes (``shapes``) is a candidate. --arch picks one (with a warning
+    where the file's published name says another); otherwise the published
+    name decides (``models.OLD_WEIGHTS_FILES``, for the network it was published
+    for), else the only candidate. Several candidates and no name: refused
+    (they compute different functions, exit 2), as is a file that fits none
+    (exit 1).
+    """
+    path, name = args.weights, os.path.basename(args.weights)
+    network = (args.variant, args.depth, args.width or 1)
+    label = " ".join(str(v) for v in network[:2] + network[2:] * (args.width is not None))
+    candidates = models.old_graphs(args.variant)
+    if args.arch is not None and args.arch not in candidates:
+        parser.error("%s is an old-repository weights file: it fits the old repository's "
+                     "graphs of %s (%s), not --arch %s; leave --arch out to choose by the "
+                     "file" % (path, args.variant, ", ".join(candidates), args.arch))
+    misfit, counts = {}, {}
+    for arch in candidates:
+        expected = models.parameter_shapes(*network, num_classes=num_classes, arch=arch)
+        counts[arch] = len(expected)
+        try:
+            utils.check_parameters(expected, shapes, path, "the old repository",
+                                   "--arch %s %s" % (arch, label))
+            misfit[arch] = None
+        except UserError as error:
+            misfit[arch] = str(error)
+    fits = [arch for arch in candidates if misfit[arch] is None]
+    published = models.OLD_WEIGHTS_FILES.get(name)
+    if published and published["network"] != network:
+        variant, depth, width = published["network"]
+        command = "%s %d%s" % (variant, depth, " %d" % width if variant == "wide" else "")
+        if not fits:
+            parser.error("%s is the old repository's %s file: run test_model.py %s "
+                         "--weights %s" % (name, command, command, path))
+        print("note: %s is the name of the old repository's %s file; this is a %s file, "
+              "its name says nothing about its graph" % (name, command, label))
+        published = None
+    if args.arch is not None:
+        if misfit[args.arch] is None:
+            if published and published["arch"] != args.arch:
+                print("warning: %s was trained with graph %s (the old repository's "
+                      "models.py of %s); %s computes a different function"
+                      % (name, published["arch"], published["commit"], args.arch))
+            return args.arch, "--arch"
+        hint = ("it fits --arch %s" % " or --arch ".join(fits) if fits else
+                "it fits no old graph of %s: check VARIANT DEPTH [WIDTH]" % label)
+        raise UserError("%s; %s" % (misfit[args.arch], hint))
+    if published and published["arch"] in fits:
+        return published["arch"], ("the graph %s was published with: the old repository's "
+                                   "models.py of %s" % (name, published["commit"]))
+    if published and fits:
+        print("warning: %s has the name of the old repository's file for graph %s, but its "
+              "parameter list does not fit that graph" % (name, published["arch"]))
+    if len(fits) == 1:
+        return fits[0], ("the only old graph of %s whose parameter list (%d arrays) the "
+                         "file fits" % (label, len(shapes)))
+    if fits:
+        parser.error("%s fits several old graphs of %s that compute different "
+                     "functions (%s) and its name does not say which: choose one with "
+                     "--arch" % (path, label, ", ".join(fits)))
+    raise UserError("%s (%d parameter arrays) fits no old graph of %s (%s): check VARIANT "
+                    "DEPTH [WIDTH]" % (path, len(shapes), label, "; ".join(
+                        "%s has %d" % (arch, counts[arch]) for arch in candidates)))
+
+
+def old_input_stats(parser, args, info, data_dir):
+    """The normalisation the old code applied before the graph ``info`` was
+    trained (its ``old_inputs``)."""
+    kind = models.ARCHITECTURES[info["arch"]]["old_inputs"]
+    if kind == "divide_by_255":
         if args.pixel_mean:
-            mean = utils.read_npy(args.pixel_mean)
-            if mean.shape != utils.IMAGE_SHAPE:
-                raise UserError("%s: a mean image has shape %s, found %s"
-                                % (args.pixel_mean, utils.IMAGE_SHAPE, mean.shape))
-            return {"kind": "pixel_mean", "mean": mean.astype(np.float32),
-                    "std": np.ones((1, 1, 1), np.float32)}
-        print("no --pixel-mean: using the mean image of all training images (the old "
-              "code used its 45,000-image training split's)")
-        data = utils.load_dataset(net.info["dataset"], data_dir)
-        return utils.normalisation_stats("pixel_mean", data["train_x"])
+            print("note: --pixel-mean is not used: the code of graph %s divided the images "
+                  "by 255 and subtracted no mean" % info["arch"])
+        return {"kind": kind, "mean": np.zeros((1, 1, 1), np.float32),
+                "std": np.full((1, 1, 1), 255, np.float32)}
+    if args.pixel_mean:
+        mean = utils.read_npy(args.pixel_mean)
+        if mean.shape != utils.IMAGE_SHAPE:
+            raise UserError("%s: a mean image has shape %s, found %s"
+                            % (args.pixel_mean, utils.IMAGE_SHAPE, mean.shape))
+        return {"kind": "pixel_mean", "mean": mean.astype(np.float32),
+                "std": np.ones((1, 1, 1), np.float32)}
+    print("no --pixel-mean: using the mean image of all training images (the old "
+          "code used its 45,000-image training split's)")
+    data = utils.load_dataset(info["dataset"], data_dir)
+    return utils.normalisation_stats("pixel_mean", data["train_x"])
+
+
+def stem_input_check(values, images, stats):
+    """How well inputs prepared with ``stats`` fit the first batch norm of an
+    old .pklz file, or None where it cannot tell.
+
+    Every old graph starts with a 3x3 convolution (16 kernels, no bias) and a
+    batch norm whose running mean and inverse standard deviation the file holds
+    as its arrays 3 and 4. Returns the median over channels of ``spread`` (the
+    convolution's output standard deviation on ``images`` times the stored
+    inverse standard deviation: about 1 when the images are prepared as in
+    training, about 255 or 1/255 when they are scaled differently) and
+    ``shift`` (the output mean's distance from the stored mean, in stored
+    standard deviations). None for files whose stored statistics are still the
+    initial ones (mean 0, inverse standard deviation 1): nothing to compare.
+    """
+    if len(values) < 5 or values[0].shape[1:] != (3, 3, 3):
+        return None
+    kernels, mean, inv_std = (np.asarray(values[i], np.float64) for i in (0, 3, 4))
+    if mean.shape != inv_std.shape or mean.shape != kernels.shape[:1]:
+        return None
+    if not np.any(mean) and np.all(inv_std == 1):
+        return None
+    x = np.pad(utils.normalise(images, stats).astype(np.float64),
+               ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3))
+    out = np.tensordot(windows, kernels, axes=([1, 4, 5], [1, 2, 3]))  # (N, 32, 32, 16)
+    out = out.reshape(-1, kernels.shape[0])
+    spread = np.median(out.std(axis=0) * inv_std)
+    shift = np.median(np.abs(out.mean(axis=0) - mean) * inv_std)
+    return {"spread": float(spread), "shift": float(shift)}
+
+
+def stem_input_check(values, images, stats):
+    """How well inputs prepared with ``stats`` fit the first batch norm of an
+    old .pklz file, or None where it cannot tell.
+
+    Every old graph starts with a 3x3 convolution (16 kernels, no bias) and a
+    batch norm whose running mean and inverse standard deviation the file holds
+    as its arrays 3 and 4. Returns the median over channels of ``spread`` (the
+    convolution's output standard deviation on ``images`` times the stored
+    inverse standard deviation: about 1 when the images are prepared as in
+    training, about 255 or 1/255 when they are scaled differently) and
+    ``shift`` (the output mean's distance from the stored mean, in stored
+    standard deviations). None for files whose stored statistics are still the
+    initial ones (mean 0, inverse standard deviation 1): nothing to compare.
+    """
+    if len(values) < 5 or values[0].shape[1:] != (3, 3, 3):
+        return None
+    kernels, mean, inv_std = (np.asarray(values[i], np.float64) for i in (0, 3, 4))
+    if mean.shape != inv_std.shape or mean.shape != kernels.shape[:1]:
+        return None
+    if not np.any(mean) and np.all(inv_std == 1):
+        return None
+    x = np.pad(utils.normalise(images, stats).astype(np.float64),
+               ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3))
+    out = np.tensordot(windows, kernels, axes=([1, 4, 5], [1, 2, 3]))  # (N, 32, 32, 16)
+    out = out.reshape(-1, kernels.shape[0])
+    spread = np.median(out.std(axis=0) * inv_std)
+    shift = np.median(np.abs(out.mean(axis=0) - mean) * inv_std)
+    return {"spread": float(spread), "shift": float(shift)}
+
+
+def report_input_check(old_values, images, stats, old_record):
+    """Print how well the prepared inputs fit the .pklz file's first batch norm
+    (``stem_input_check``) and keep it in ``old_record``."""
+    fit = stem_input_check(old_values, images, stats)
+    old_record.update(inputs=stats["kind"], input_check=fit)
+    if fit is None:
+        print("input check: skipped (the file's first batch norm holds its initial "
+              "statistics)")
+        return
+    good = 1 / 3 < fit["spread"] < 3 and fit["shift"] < 2
+    print("%s: on these inputs the first batch norm sees %.3g times the spread it was "
+          "trained with, its mean %.2f standard deviations away%s"
+          % ("input check" if good else "warning", fit["spread"], fit["shift"],
+             "" if good else ": these inputs are not prepared as in training, the test "
+             "error will not mean much"))
+
+
+def load_any_weights(parser, args, net, data_dir, weights=None, old_values=None):
+    """Load the weights into ``net`` (``weights``: a file of this project as
+    utils.read_weights reads it; ``old_values``: a .pklz file's arrays);
+    return their normalisation statistics."""
+    if old_values is not None:
+        net.set_param_values(old_values, args.weights, "the old repository")
+        return old_input_stats(parser, args, net.info, data_dir)
     if args.pixel_mean:
         parser.error("--pixel-mean is for .pklz files; %s carries its own normalisation"
                      % args.weights)
-    made_for = weights["network"].get("name", "?")
-    net.set_param_values(weights["values"], args.weights, made_for)
+    net.set_param_values(weights["values"], args.weights, weights["network"].get("name", "?"))
     net.info["dropout"] = weights["network"].get("dropout", 0.0)
     return weights["stats"]
 
@@ -178,9 +341,11 @@ def main(argv=None):
             raise UserError(str(error))
         if args.run:
             args.weights = run_weights(args.run)
-        weights = None
+        weights = old_values = old_record = None
         if args.weights and not args.weights.endswith(".pklz"):
             weights = utils.read_weights(args.weights)
+        elif args.weights:
+            old_values = utils.read_old_pklz(args.weights)
         if weights is not None and args.variant is None:
             made_for = weights["network"]
             args.variant, args.depth = made_for.get("variant"), made_for.get("depth")
@@ -188,9 +353,18 @@ def main(argv=None):
             args.arch = args.arch or made_for.get("arch")
         models.check_network_arguments(parser, args)
         dataset = args.dataset or (weights["network"].get("dataset") if weights else None)
+        dataset = dataset or "cifar10"
+        arch = args.arch or "paper"
+        if old_values is not None:
+            arch, why = choose_old_graph(parser, args, [v.shape for v in old_values],
+                                         utils.DATASETS[dataset]["num_classes"])
+            print("using graph %s (%s)" % (arch, why))
+            published = models.OLD_WEIGHTS_FILES.get(os.path.basename(args.weights))
+            old_record = {"graph": arch, "why": why, "readme_error":
+                          published["test_error"] if published else None}
         try:
-            info = models.network_info(args.variant, args.depth, args.width or 1,
-                                       args.arch or "paper", dataset or "cifar10")
+            info = models.network_info(args.variant, args.depth, args.width or 1, arch,
+                                       dataset)
         except ValueError as error:
             parser.error(str(error))
         if args.weights is None:
@@ -198,8 +372,10 @@ def main(argv=None):
             weights = utils.read_weights(args.weights)
         data_dir = args.data_dir or utils.DEFAULT_DATA_DIR
         net = models.Network(info)
-        stats = load_any_weights(parser, args, net, data_dir, weights)
+        stats = load_any_weights(parser, args, net, data_dir, weights, old_values)
         data = utils.load_dataset(info["dataset"], data_dir)
+        if old_values is not None:
+            report_input_check(old_values, data["test_x"][:256], stats, old_record)
         print("weights: %s" % describe(args.weights, weights), flush=True)
         print("compiling the evaluation function...", flush=True)
         net.compile_predict()
@@ -216,6 +392,9 @@ def main(argv=None):
                                               data["label_names"])
         paper = models.paper_error(info, info.get("dropout", 0.0))
         print_report(report, info, args.weights, paper)
+        if old_record and old_record["readme_error"] is not None:
+            print("the old repository's README gave %.2f %% for this file"
+                  % old_record["readme_error"])
         print("%.1f s, %.0f images/s at batch %d" % (seconds, report["count"] / seconds,
                                                      args.batch_size))
         out = args.out or os.path.splitext(args.weights)[0] + "-test.json"
@@ -224,6 +403,7 @@ def main(argv=None):
             weights_run=(weights or {}).get("records", {}).get("run"),
             data={"folder": data["folder"], "official": not data["unofficial_files"],
                   "unofficial_files": data["unofficial_files"]},
+            old_weights=old_record,
             code=loop.git_state(utils.PROJECT_DIR), paper_error=paper, seconds=seconds,
             batch_size=args.batch_size,
             evaluated=datetime.datetime.now().astimezone().isoformat(timespec="seconds")))

@@ -190,37 +190,6 @@ def test_failed_save_keeps_the_previous_checkpoint_and_says_so(data, tmp_path, m
 # -- weights files ---------------------------------------------------------------
 
 
-def _seed_network_files(data, tmp_path):
-    """The parameters of a fresh seed-graph network, as the old repository's
-    .pklz (with its mean image as .npy) and as this project's .npz."""
-    net = models.Network(models.network_info("normal", 1, 1, "seed", "cifar10"), seed=5)
-    values = net.param_values()
-    pklz = tmp_path / "resnet8_old.pklz"
-    with gzip.open(pklz, "wb") as f:
-        pickle.dump(values, f, protocol=0)
-    images = utils.load_dataset("cifar10", str(data), log=lambda *a: None)["train_x"]
-    stats = utils.normalisation_stats("pixel_mean", images)
-    np.save(tmp_path / "pixel_mean.npy", stats["mean"])
-    npz = tmp_path / "same.npz"
-    models.save_weights(str(npz), net, stats)
-    return pklz, npz
-
-
-def test_old_pklz_weights_load_into_the_seed_graph(data, tmp_path):
-    pklz, npz = _seed_network_files(data, tmp_path)
-    old = run_cli(TEST, "normal", 1, "--arch", "seed", "--weights", pklz,
-                  "--pixel-mean", tmp_path / "pixel_mean.npy", "--data-dir", data)
-    assert old.returncode == 0, old.stderr
-    new = run_cli(TEST, "normal", 1, "--arch", "seed", "--weights", npz, "--data-dir", data)
-    assert new.returncode == 0, new.stderr
-    error_old = json.loads((tmp_path / "resnet8_old-test.json").read_text())["error"]
-    error_new = json.loads((tmp_path / "same-test.json").read_text())["error"]
-    assert error_old == error_new
-    # .pklz files fit the old graphs only.
-    wrong = run_cli(TEST, "normal", 1, "--weights", pklz, "--data-dir", data)
-    assert wrong.returncode == 2 and "--arch seed" in wrong.stderr
-
-
 class _Payload:
     def __init__(self, command):
         self.command = command

@@ -2,9 +2,9 @@
 # Builds the `cpu` image and checks it with the README's Docker commands:
 #   1. the image builds and runs as a non-root user;
 #   2. the test suite passes inside it;
-#   3. a one-epoch smoke run on real CIFAR-10 trains, publishes its weights and
-#      test_model.py evaluates them, with data, runs and Theano's cache in
-#      named volumes;
+#   3. a one-epoch smoke run on real CIFAR-10 trains and test_model.py --run
+#      evaluates its run folder, with data, runs and Theano's cache in named
+#      volumes (a terminal allocated with -t, as for the progress display);
 #   4. a run stopped with `docker stop` (SIGTERM) in one container is resumed
 #      by a new container from the volumes, and ends with the same weights, bit
 #      for bit, as a run that was never stopped;
@@ -116,7 +116,7 @@ docker run --rm -v "$CIFAR_DIR:/import:ro" -v preresnet-data:/app/data preresnet
   || fail "copying CIFAR-10 into the volume"
 
 step_t=$SECONDS
-docker run --rm -v preresnet-data:/app/data -v preresnet-runs:/app/runs -v preresnet-theano:/cache/theano preresnet:cpu python train_nn.py normal 1 --epochs 1 --limit 2000 \
+docker run --rm -t -v preresnet-data:/app/data -v preresnet-runs:/app/runs -v preresnet-theano:/cache/theano preresnet:cpu python train_nn.py normal 1 --epochs 1 --limit 2000 --out runs/smoke \
   >"$WORK/smoke.log" 2>&1
 code=$?
 grep -E "parameters|^ *(epoch|1) |final test error|weights:" "$WORK/smoke.log"
@@ -128,12 +128,12 @@ else
 fi
 
 step_t=$SECONDS
-docker run --rm -v preresnet-data:/app/data -v preresnet-theano:/cache/theano preresnet:cpu python test_model.py normal 1 \
+docker run --rm -t -v preresnet-data:/app/data -v preresnet-runs:/app/runs -v preresnet-theano:/cache/theano preresnet:cpu python test_model.py --run runs/smoke \
   >"$WORK/test_model.log" 2>&1
 code=$?
 grep -E "test error|report:" "$WORK/test_model.log"
 if [ $code = 0 ] && grep -q "^test error" "$WORK/test_model.log"; then
-  pass "test_model.py normal 1 on the published weights ($(took))"
+  pass "test_model.py --run runs/smoke ($(took))"
 else
   tail -20 "$WORK/test_model.log"
   fail "test_model.py exited $code"

@@ -63,6 +63,89 @@ ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "train_nn.py", "--help"]
 
 
+
+# ----------------------------------------------------------------------------
+# gpu-current: Theano 1.0.5's GPU backend on today's GPUs (compute capability
+# 3.5 to 9.0: A100, A10/A30/A40, RTX 30 and 40, L4/L40, H100/H200; also V100,
+# T4 and RTX 20), from Debian 12 and PyPI only, so that it builds here.
+# - The cpu target's Python and requirements.txt, unchanged (numpy 1.23.5).
+# - Debian's libgpuarray 0.7.6 and pygpu 0.7.6 (built for Debian's Python 3.11
+#   and numpy 1.24.2). pygpu is linked into the venv, whose numpy is 1.23.5:
+#   numpy 1.23 and 1.24 have the same C-API version (16) and ABI (0x01000009),
+#   and their API headers differ only in messages and comments
+#   (docker/check-gpu-current.sh imports pygpu under the venv's numpy).
+# - CUDA 11.8's NVRTC and cuBLAS from NVIDIA's PyPI wheels
+#   (docker/requirements-gpu-current.txt). libgpuarray dlopen()s the
+#   unversioned libcuda.so, libnvrtc.so and libcublas.so; /opt/cuda/lib names
+#   the last two, next to links to the files they load in turn from their own
+#   folder (libcublasLt, libnvrtc-builtins). libcuda comes from the host's driver at run time: the NVIDIA
+#   Container Toolkit mounts libcuda.so.1 into /usr/lib/x86_64-linux-gnu,
+#   Apptainer's --nv into /.singularity.d/libs; a libcuda.so link to each
+#   place, last on the search path, covers hosts that mount only libcuda.so.1.
+# - No cuDNN: Theano 1.0.5's cuDNN code calls functions cuDNN 8 removed, and
+#   cuDNN 7 predates these GPUs. With dnn.enabled=False the convolutions are
+#   Theano's GEMM-based GpuCorrMM (cuBLAS) and batch norm is GPU element-wise
+#   ops and reductions.
+FROM debian:bookworm-slim AS gpu-current
+
+ARG GPUARRAY_DEB=0.7.6-13+b1
+
+# The cpu target's packages, plus libgpuarray (its -dev package holds the
+# headers Theano's GPU ops compile against) and pygpu, held at their version.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates g++ python3 python3-dev python3-venv tini \
+        libgpuarray3=$GPUARRAY_DEB libgpuarray-dev=$GPUARRAY_DEB python3-pygpu=$GPUARRAY_DEB \
+ && apt-mark hold libgpuarray3 libgpuarray-dev python3-pygpu \
+ && rm -rf /var/lib/apt/lists/*
+
+COPY requirements.txt docker/requirements-gpu-current.txt /tmp/
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check \
+        -r /tmp/requirements.txt -r /tmp/requirements-gpu-current.txt \
+ && rm /tmp/requirements.txt /tmp/requirements-gpu-current.txt \
+ && site=/opt/venv/lib/python3.11/site-packages \
+ && ln -s /usr/lib/python3/dist-packages/pygpu "$site/pygpu" \
+ && ln -s /usr/lib/python3/dist-packages/pygpu-0.7.6.egg-info "$site/pygpu-0.7.6.egg-info" \
+ && mkdir -p /opt/cuda/lib /opt/cuda/driver /opt/cuda/driver-apptainer \
+ && ln -s "$site"/nvidia/cuda_nvrtc/lib/*.so.* "$site"/nvidia/cublas/lib/*.so.* /opt/cuda/lib/ \
+ && ln -s libnvrtc.so.11.2 /opt/cuda/lib/libnvrtc.so \
+ && ln -s libcublas.so.11 /opt/cuda/lib/libcublas.so \
+ && ln -s /usr/lib/x86_64-linux-gnu/libcuda.so.1 /opt/cuda/driver/libcuda.so \
+ && ln -s /.singularity.d/libs/libcuda.so.1 /opt/cuda/driver-apptainer/libcuda.so \
+ && /opt/venv/bin/python -c "import pygpu, numpy; assert numpy.__version__ == '1.23.5'; print('pygpu', pygpu.__version__, 'numpy', numpy.__version__)"
+
+COPY . /app
+RUN useradd --uid 1000 --user-group --no-create-home --home-dir /tmp runner \
+ && mkdir -p /app/data/weights /app/runs /cache/theano \
+ && chown -R runner:runner /app/data /app/runs /cache \
+ && /opt/venv/bin/python -m compileall -q /app
+
+# Theano: the GPU, float32, no cuDNN, the cache volume. blas.ldflags is left
+# to engine/compat.py, as on a host (scipy's OpenBLAS for the CPU parts);
+# the project's CPU C ops stay off on a GPU device by themselves. No
+# gpuarray.preallocate: memory is taken as needed and kept for reuse.
+# Without a GPU, `import engine` ends the program with one line saying so;
+# THEANO_FLAGS=device=cpu,base_compiledir=/cache/theano runs on the CPU.
+# NVIDIA_REQUIRE_CUDA: the Container Toolkit refuses to start the container
+# on a driver older than CUDA 11.8's (NVRTC 11.8's PTX needs it).
+ENV PATH=/opt/venv/bin:$PATH \
+    LD_LIBRARY_PATH=/opt/cuda/lib:/opt/cuda/driver:/opt/cuda/driver-apptainer \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NVIDIA_REQUIRE_CUDA="cuda>=11.8" \
+    THEANO_FLAGS="device=cuda,floatX=float32,dnn.enabled=False,base_compiledir=/cache/theano" \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTEST_ADDOPTS="-p no:cacheprovider"
+WORKDIR /app
+VOLUME ["/app/data", "/app/runs", "/cache/theano"]
+USER runner
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["python", "train_nn.py", "--help"]
+
 # ----------------------------------------------------------------------------
 # gpu: Theano 1.0.5's GPU backend (libgpuarray/pygpu 0.7.6) with CUDA 10.0 and
 # cuDNN 7.6.5, for GPUs of compute capability 3.0 to 7.5 (Kepler to Turing).

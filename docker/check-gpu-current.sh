@@ -30,15 +30,18 @@ started=$SECONDS
 step_start() { step_t=$SECONDS; echo; echo "== $*"; }
 took() { echo "$((SECONDS - step_t)) s"; }
 
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-  ENGINE=docker
-elif command -v podman >/dev/null 2>&1; then
+# podman first where both are installed: the docker client talking to
+# podman's API service reports exit status 0 for a `docker run --rm` whose
+# command failed, and this check reads exit statuses.
+if command -v podman >/dev/null 2>&1; then
   ENGINE=podman
   docker() { podman "$@"; }
   if ! podman image exists docker.io/library/debian:bookworm-slim \
       && [ -f "$ROOT/../shared/tools/container-setup.sh" ] && [ -z "${CONTAINERS_CONF:-}" ]; then
     die "podman has no debian:bookworm-slim here: run 'source ../shared/tools/container-setup.sh' first"
   fi
+elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  ENGINE=docker
 else
   die "neither docker nor podman is installed"
 fi
@@ -73,8 +76,12 @@ else
 fi
 
 # ---------------------------------------------------------------------------
+# Does the engine give a container a GPU? Judged by what Theano prints, not
+# only by the exit status.
 gpu=no
-if docker run --rm --gpus all preresnet:gpu-current python -c "import engine" >"$WORK/probe.log" 2>&1; then
+docker run --rm --gpus all preresnet:gpu-current python -c "import engine, theano.gpuarray as g; print('GPU in use:', g.pygpu_activated)" \
+  >"$WORK/probe.log" 2>&1
+if grep -q "GPU in use: True" "$WORK/probe.log"; then
   gpu=yes
 fi
 

@@ -9,7 +9,7 @@ and compiles at run time is there and works (docker/check-gpu-current.sh).
 3. NVRTC compiles libgpuarray's CUDA preamble (read from its binary) and a
    kernel that uses its atomics, half conversions and shared memory, the way
    libgpuarray calls it (`-arch compute_XY`, PTX out), for compute
-   capability 7.0, 7.5, 8.0, 8.6, 8.9 and 9.0.
+   capability 5.0, 6.0, 7.0, 7.5, 8.0, 8.6, 8.9 and 9.0.
 4. Theano's C compiler builds and imports a module that includes the headers
    and calls the import functions of Theano's GPU ops (gpuarray, pygpu,
    numpy) and links libgpuarray.
@@ -26,7 +26,7 @@ import sys
 import tempfile
 
 LIBGPUARRAY = "/usr/lib/libgpuarray.so.3"
-ARCHES = ("70", "75", "80", "86", "89", "90")
+ARCHES = ("50", "60", "70", "75", "80", "86", "89", "90")
 THEANO_LIBGPUARRAY_API = 2  # theano/gpuarray/__init__.py, init_dev
 
 failures = []

@@ -261,7 +261,7 @@ class _GpuInitFailure(logging.Filter):
             if isinstance(text, bytes):  # pygpu's messages are bytes
                 text = text.decode("utf-8", "replace")
             text = " ".join(str(text).split()) or type(error).__name__
-            self.reason = "pygpu: " + (text[:300] + "..." if len(text) > 300 else text)
+            self.reason = text[:300] + "..." if len(text) > 300 else text
         return False
 
 
@@ -297,7 +297,7 @@ def _require_gpu(failure):
     raise GpuUnavailable(
         "Theano's configuration asks for a GPU (%s), but Theano could not use one: %s. "
         "Run where an NVIDIA GPU and its driver are visible (containers: "
-        "docker run --gpus all ..., apptainer run --nv ...), or set "
+        "docker run --gpus all ..., apptainer exec --nv ...), or set "
         "THEANO_FLAGS=device=cpu." % (asked, failure.reason or "unknown reason"))
 
 

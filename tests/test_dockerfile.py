@@ -24,6 +24,7 @@ README = os.path.join(PROJECT_DIR, "README.md")
 CHECK_SCRIPT = os.path.join(PROJECT_DIR, "docker", "check.sh")
 GPU_CHECK_SCRIPT = os.path.join(PROJECT_DIR, "docker", "check-gpu-current.sh")
 GPU_README_SECTION = os.path.join(PROJECT_DIR, "docs", "readme-sections", "gpu.md")
+DOCKER_DOC = os.path.join(PROJECT_DIR, "docs", "docker.md")
 GPU_REQUIREMENTS = os.path.join(PROJECT_DIR, "docker", "requirements-gpu-current.txt")
 DOCKERIGNORE = os.path.join(PROJECT_DIR, ".dockerignore")
 REQUIREMENTS = os.path.join(PROJECT_DIR, "requirements.txt")
@@ -421,12 +422,14 @@ def test_gpu_current_cuda_wheels_driver_requirement_and_readme_agree():
     # Container Toolkit enforces it, and the README says which driver that is.
     assert stage["env"]["NVIDIA_REQUIRE_CUDA"] == "cuda>=%s" % cuda_version(nvrtc)
     assert cuda_version(nvrtc) == "11.8"  # if it changes, so must the numbers below
-    section = read(GPU_README_SECTION)
-    assert "520.61.05" in section      # CUDA 11.8's minimum Linux driver
-    assert "418.81.07" in section      # the legacy image's (the Container Toolkit's minimum)
-    assert "410.48 or newer" not in " ".join(section.split())  # CUDA 10.0's, not the toolkit's
-    for name in ("A100", "H100", "H200", "RTX 30", "RTX 40"):
-        assert name in section, name
+    for path in (gpu_readme_file(), DOCKER_DOC):
+        text = " ".join(read(path).split())
+        assert "520.61.05" in text, path       # CUDA 11.8's minimum Linux driver
+        assert "418.81.07" in text, path       # the legacy image's (the Container Toolkit's)
+        assert "410.48 or newer" not in text, path  # CUDA 10.0's own, not the toolkit's
+        assert "gpuarray.preallocate=0.9` takes" not in text, path
+        for name in ("A100", "H100", "H200", "RTX 30", "RTX 40"):
+            assert name in text, (path, name)
     # the wheels' sonames, as linked in the Dockerfile
     assert "libnvrtc.so.11.2" in runs and "libcublas.so.11" in runs
 
@@ -614,10 +617,18 @@ def test_readme_docker_commands_are_the_ones_check_sh_runs():
     assert missing == []
 
 
+def gpu_readme_file():
+    """The README once the GPU text is folded into it, else the text to fold
+    (docs/readme-sections/gpu.md)."""
+    if "\n### The gpu-current image" in read(README):
+        return README
+    return GPU_README_SECTION
+
+
 def gpu_readme_checked_commands():
-    """The commands in the code blocks of the GPU section's "### The
-    gpu-current image" (docs/readme-sections/gpu.md, folded into the README)."""
-    section = read(GPU_README_SECTION).split("\n### The gpu-current image", 1)[1]
+    """The commands in the code blocks of the README's "### The gpu-current
+    image"."""
+    section = read(gpu_readme_file()).split("\n### The gpu-current image", 1)[1]
     section = section.split("\n### ", 1)[0]
     blocks = re.findall(r"\n((?:    .*\n|\n)+)", section)
     return [line for line in joined_lines("".join(blocks)) if line.startswith("docker ")]

@@ -24,6 +24,8 @@ from conftest import PROJECT_DIR, make_images, run_cli, write_tiny_cifar10
 
 WORKER = os.path.join(PROJECT_DIR, "tests", "gpu_worker.py")
 
+pytestmark = pytest.mark.slow  # every test runs programs in subprocesses
+
 
 @functools.lru_cache(maxsize=None)
 def gpu_missing():

@@ -25,7 +25,7 @@ ROOT=$(pwd)
 failures=0
 pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-die() { echo "FAIL: $*"; echo "check: FAILED"; exit 1; }
+die() { echo "FAIL: $*"; failures=$((failures + 1)); echo "check: FAILED"; exit 1; }
 started=$SECONDS
 step_start() { step_t=$SECONDS; echo; echo "== $*"; }
 took() { echo "$((SECONDS - step_t)) s"; }
@@ -47,7 +47,11 @@ else
 fi
 echo "engine: $ENGINE ($($ENGINE --version 2>/dev/null | head -1))"
 WORK=$(mktemp -d /tmp/preresnet-check-gpu.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+# The logs stay when a step failed (or with KEEP_LOGS=1).
+cleanup() {
+  if [ "$failures" = 0 ] && [ "${KEEP_LOGS:-0}" != 1 ]; then rm -rf "$WORK"; else echo "logs: $WORK"; fi
+}
+trap cleanup EXIT
 
 # ---------------------------------------------------------------------------
 step_start "1. build"

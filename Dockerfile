@@ -83,10 +83,11 @@ CMD ["python", "train_nn.py", "--help"]
 #   (docker/requirements-gpu-current.txt). libgpuarray dlopen()s the
 #   unversioned libcuda.so, libnvrtc.so and libcublas.so; /opt/cuda/lib names
 #   the last two, next to links to the files they load in turn from their own
-#   folder (libcublasLt, libnvrtc-builtins). libcuda comes from the host's driver at run time: the NVIDIA
-#   Container Toolkit mounts libcuda.so.1 into /usr/lib/x86_64-linux-gnu,
-#   Apptainer's --nv into /.singularity.d/libs; a libcuda.so link to each
-#   place, last on the search path, covers hosts that mount only libcuda.so.1.
+#   folder (libcublasLt, libnvrtc-builtins). libcuda comes from the host's
+#   driver at run time: the NVIDIA Container Toolkit mounts libcuda.so.1 into
+#   /usr/lib/x86_64-linux-gnu, Apptainer's --nv into /.singularity.d/libs; a
+#   libcuda.so link to each place (last on LD_LIBRARY_PATH; a dangling one is
+#   passed over) covers hosts that mount only libcuda.so.1.
 # - No cuDNN: Theano 1.0.5's cuDNN code calls functions cuDNN 8 removed, and
 #   cuDNN 7 predates these GPUs. With dnn.enabled=False the convolutions are
 #   Theano's GEMM-based GpuCorrMM (cuBLAS) and batch norm is GPU element-wise

@@ -16,7 +16,10 @@ Import this module before anything imports Theano or Lasagne (``models.py``,
 3. gives Lasagne 0.1 the module ``theano.tensor.signal.downsample`` it imports
    (Theano 1.0 renamed it ``pool``). Lasagne master never imports that name, so
    the shim is inert there;
-4. tells glibc to keep freed memory for reuse (see ``keep_freed_memory``).
+4. tells glibc to keep freed memory for reuse (see ``keep_freed_memory``);
+5. when Theano's device is a GPU, ends the program with one line if no GPU
+   can be used (``GpuUnavailable``), instead of Theano's traceback and a
+   silent fall-back to the CPU.
 
 Nothing else: the layers Lasagne 0.1 lacks live in ``engine.layers``.
 """
@@ -222,12 +225,90 @@ def keep_freed_memory():
     libc.mallopt(M_TRIM_THRESHOLD, -1)
 
 
+# -----------------------------------------------------------------------------
+# GPU set-up: only acts when Theano's device (or init_gpu_device, or contexts)
+# names a GPU.
+
+GPU_DEVICE_PREFIXES = ("cuda", "opencl")
+
+
+class GpuUnavailable(SystemExit):
+    """Theano was asked for a GPU and could not use one. A SystemExit whose
+    code is a one-line message: uncaught, Python prints it and exits 1."""
+
+
+class _GpuInitFailure(logging.Filter):
+    """Holds back the error Theano logs, traceback and all, when pygpu cannot
+    be imported or cannot initialise the GPU (Theano then carries on on the
+    CPU); ``_require_gpu`` reports it in one line instead."""
+
+    MESSAGES = ("Could not initialize pygpu",
+                "pygpu was configured but could not be imported")
+
+    def __init__(self):
+        super().__init__()
+        self.reason = None
+
+    def filter(self, record):
+        if not record.getMessage().startswith(self.MESSAGES):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            self.reason = ("pygpu, Theano's GPU backend, is not installed "
+                           "(the gpu-current Docker image has it)")
+        else:
+            text = error.args[0] if len(error.args) == 1 else str(error)
+            if isinstance(text, bytes):  # pygpu's messages are bytes
+                text = text.decode("utf-8", "replace")
+            text = " ".join(str(text).split()) or type(error).__name__
+            self.reason = text[:300] + "..." if len(text) > 300 else text
+        return False
+
+
+def _watch_gpu_init():
+    """Before ``import theano``: catch Theano's GPU initialisation error."""
+    failure = _GpuInitFailure()
+    logging.getLogger("theano.gpuarray").addFilter(failure)
+    return failure
+
+
+def _gpu_requested(config):
+    return (config.device.startswith(GPU_DEVICE_PREFIXES)
+            or config.init_gpu_device.startswith(GPU_DEVICE_PREFIXES)
+            or bool(config.contexts))
+
+
+def _require_gpu(failure):
+    """After ``import theano``: if the configuration asks for a GPU and
+    Theano could not set one up, raise ``GpuUnavailable`` with one line."""
+    import theano
+    if not _gpu_requested(theano.config):
+        return
+    gpuarray = sys.modules.get("theano.gpuarray")
+    if gpuarray is not None and getattr(gpuarray, "pygpu_activated", False):
+        return
+    config = theano.config
+    if config.device.startswith(GPU_DEVICE_PREFIXES):
+        asked = "device=" + config.device
+    elif config.init_gpu_device.startswith(GPU_DEVICE_PREFIXES):
+        asked = "init_gpu_device=" + config.init_gpu_device
+    else:
+        asked = "contexts=" + config.contexts
+    raise GpuUnavailable(
+        "Theano's configuration asks for a GPU (%s), but Theano could not use one: %s. "
+        "Run where an NVIDIA GPU and its driver are visible (containers: "
+        "docker run --gpus all ..., apptainer exec --nv ...), or set "
+        "THEANO_FLAGS=device=cpu." % (asked, failure.reason or "unknown reason"))
+
+
 configure_theano()
 logging.getLogger("theano.tensor.blas").addFilter(_drop_blas_library_warning)
 sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
+_gpu_init_failure = _watch_gpu_init()
 with warnings.catch_warnings():
     # Theano 1.0.5 on Python 3.11 warns about its own deprecated imports.
     warnings.simplefilter("ignore", DeprecationWarning)
     import theano  # noqa: E402
+_require_gpu(_gpu_init_failure)
 _shim_lasagne_01()
 import lasagne  # noqa: E402,F401

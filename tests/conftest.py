@@ -74,3 +74,5 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:theano.*")
     config.addinivalue_line("markers", "slow: runs the programs in subprocesses or trains "
                                        "whole runs (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "gpu: needs pygpu and a visible NVIDIA GPU "
+                            "(tests/test_gpu.py); skipped with the reason elsewhere")

@@ -1,12 +1,14 @@
-"""The Dockerfile, read as text: both targets exist and pin what they install,
-the containers run as a user with volumes for data, runs and Theano's cache,
-the project code parses on the gpu image's older Python, and the README's
-Docker commands are the ones docker/check.sh runs.
+"""The Dockerfile, read as text: the three targets exist and pin (and hold)
+what they install, the containers run as a user with volumes for data, runs
+and Theano's cache, the project code parses on the gpu image's older Python,
+whose pinned packages all support that Python (as their registries record
+it), and the README's Docker commands are the ones docker/check.sh and
+docker/check-gpu-current.sh run.
 
-No container engine is needed: the `gpu` target cannot be built on the
-development machine (no GPU, no registry), so these checks are all it gets
-there. Each rule is also tried on a broken Dockerfile, so a rule that stopped
-finding anything would fail here too.
+No container engine is needed: CI builds no image, and the legacy `gpu`
+target cannot be built on the development machine (no GPU, no registry), so
+these checks are all it gets there. Each rule is also tried on a broken
+Dockerfile, so a rule that stopped finding anything would fail here too.
 """
 import ast
 import os
@@ -20,11 +22,17 @@ from conftest import PROJECT_DIR
 DOCKERFILE = os.path.join(PROJECT_DIR, "Dockerfile")
 README = os.path.join(PROJECT_DIR, "README.md")
 CHECK_SCRIPT = os.path.join(PROJECT_DIR, "docker", "check.sh")
+GPU_CHECK_SCRIPT = os.path.join(PROJECT_DIR, "docker", "check-gpu-current.sh")
+GPU_README_SECTION = os.path.join(PROJECT_DIR, "docs", "readme-sections", "gpu.md")
+DOCKER_DOC = os.path.join(PROJECT_DIR, "docs", "docker.md")
+GPU_REQUIREMENTS = os.path.join(PROJECT_DIR, "docker", "requirements-gpu-current.txt")
 DOCKERIGNORE = os.path.join(PROJECT_DIR, ".dockerignore")
 REQUIREMENTS = os.path.join(PROJECT_DIR, "requirements.txt")
 
 # Installed from NVIDIA's repositories: the CUDA/cuDNN stack, pinned exactly.
 NVIDIA_PACKAGE = re.compile(r"^(cuda-|libcudnn|libnccl|libcublas|libnvinfer)")
+# Debian's GPU backend for Theano, pinned exactly too.
+DEBIAN_GPU_PACKAGE = re.compile(r"^(libgpuarray|python3-pygpu)")
 
 
 def read(path):
@@ -182,8 +190,13 @@ def conda_problems(words):
     return problems
 
 
+def gpu_stack_package(name):
+    return bool(NVIDIA_PACKAGE.match(name) or DEBIAN_GPU_PACKAGE.match(name))
+
+
 def apt_problems(words):
-    """apt-get install of NVIDIA's CUDA/cuDNN packages: name=version."""
+    """apt-get install of the GPU stack's packages (NVIDIA's CUDA/cuDNN,
+    Debian's libgpuarray/pygpu): name=version."""
     problems = []
     for word in words[words.index("install") + 1:]:
         if word.startswith("-"):
@@ -191,7 +204,14 @@ def apt_problems(words):
         name = word.split("=", 1)[0]
         if NVIDIA_PACKAGE.match(name) and "=" not in word:
             problems.append("apt-get install %s: NVIDIA's packages need =version" % word)
+        elif DEBIAN_GPU_PACKAGE.match(name) and "=" not in word:
+            problems.append("apt-get install %s: the GPU stack's packages need =version" % word)
     return problems
+
+
+def apt_packages(words):
+    return [w.split("=", 1)[0] for w in words[words.index("install") + 1:]
+            if not w.startswith("-")]
 
 
 def download_problems(run_args):
@@ -212,6 +232,7 @@ def stage_problems(name, stage, project_files):
     problems = ["%s: %s" % (name, p) for p in image_problems(stage["from"])]
     user = None
     env = {}
+    gpu_packages, held = [], set()
     for number, keyword, args in stage["lines"]:
         where = "%s, line %d" % (name, number)
         if keyword == "RUN":
@@ -228,6 +249,10 @@ def stage_problems(name, stage, project_files):
                     problems += ["%s: %s" % (where, p) for p in conda_problems(words)]
                 elif tool in ("apt-get", "apt") and "install" in words:
                     problems += ["%s: %s" % (where, p) for p in apt_problems(words)]
+                    gpu_packages += [(where, n) for n in apt_packages(words)
+                                     if gpu_stack_package(n)]
+                elif tool == "apt-mark" and "hold" in words:
+                    held.update(words[words.index("hold") + 1:])
         elif keyword == "USER":
             user = args.split(":")[0]
         elif keyword == "ENV":
@@ -236,6 +261,10 @@ def stage_problems(name, stage, project_files):
     if user is None or user in ("root", "0"):
         problems.append("%s: the container would run as root (no USER, or USER %s)"
                         % (name, user))
+    # A pinned GPU package is also held, so that no later `apt-get upgrade`
+    # in a derived image moves it (NVIDIA's own CUDA images held theirs).
+    problems += ["%s: apt-get install %s: not held (apt-mark hold)" % (where, package)
+                 for where, package in gpu_packages if package not in held]
     stage["env"] = env
     return problems
 
@@ -243,7 +272,7 @@ def stage_problems(name, stage, project_files):
 def dockerfile_problems(text, project_files):
     found = stages(text)
     problems = []
-    for target in ("cpu", "gpu"):
+    for target in ("cpu", "gpu-current", "gpu"):
         if target not in found:
             problems.append("no `%s` target (FROM ... AS %s)" % (target, target))
     for name, stage in found.items():
@@ -252,7 +281,7 @@ def dockerfile_problems(text, project_files):
 
 
 def project_files():
-    return {os.path.basename(REQUIREMENTS): read(REQUIREMENTS)}
+    return {os.path.basename(path): read(path) for path in (REQUIREMENTS, GPU_REQUIREMENTS)}
 
 
 # =============================================================================
@@ -283,7 +312,10 @@ def test_gpu_target_pins_the_legacy_stack():
     # a dated tag (ubuntu:bionic-YYYYMMDD) or a digest, not just `ubuntu:18.04`
     assert "@sha256:" in image or re.search(r":[a-z]+-\d{8}$", image), image
     runs = " ".join(args for _, keyword, args in gpu["lines"] if keyword == "RUN")
-    for package in ("cuda-cudart-dev-10-0=10.0.130-1", "cuda-nvrtc-dev-10-0=10.0.130-1",
+    # The run-time packages too, not only the -dev ones that depend on them.
+    for package in ("cuda-cudart-10-0=10.0.130-1", "cuda-nvrtc-10-0=10.0.130-1",
+                    "cuda-cublas-10-0=10.0.130-1",
+                    "cuda-cudart-dev-10-0=10.0.130-1", "cuda-nvrtc-dev-10-0=10.0.130-1",
                     "cuda-cublas-dev-10-0=10.0.130-1", "libcudnn7=7.6.5.32-1+cuda10.0",
                     "libcudnn7-dev=7.6.5.32-1+cuda10.0"):
         assert package in runs
@@ -319,6 +351,172 @@ def test_gpu_theano_flags_select_the_gpu_and_cudnn():
     # layers.py's CPU C ops (ops.py) turn on when "openblas" is in blas.ldflags;
     # on the GPU the convolutions must stay Theano's, which become cuDNN's.
     assert "openblas" not in flags["blas.ldflags"]
+    # A fraction preallocated makes `import theano` fail on a card with less
+    # free memory than that (one that also drives a desktop).
+    assert "gpuarray.preallocate" not in flags
+
+
+# =============================================================================
+# The gpu-current target
+
+
+def gpu_current():
+    stage = stages(read(DOCKERFILE))["gpu-current"]
+    assert stage_problems("gpu-current", stage, project_files()) == []
+    runs = " ".join(args for _, keyword, args in stage["lines"] if keyword == "RUN")
+    return stage, runs
+
+
+def test_gpu_current_is_the_cpu_image_plus_debians_gpu_backend():
+    stage, runs = gpu_current()
+    assert stage["from"] == "debian:bookworm-slim"  # buildable on the dev machine
+    # the cpu image's Python packages, exactly, plus the CUDA wheels
+    assert re.search(r"pip install .*-r /tmp/requirements\.txt", runs)
+    assert "-r /tmp/requirements-gpu-current.txt" in runs
+    for package in ("libgpuarray3=0.7.6-13+b1", "libgpuarray-dev=0.7.6-13+b1",
+                    "python3-pygpu=0.7.6-13+b1"):
+        assert package in runs
+    # Only pygpu is taken from Debian's Python packages (not its numpy 1.24).
+    assert "--system-site-packages" not in runs
+    assert "ln -s /usr/lib/python3/dist-packages/pygpu " in runs
+    assert "assert numpy.__version__ == '%s'" % pinned(read(REQUIREMENTS), "numpy") in runs
+
+
+def test_gpu_current_gives_libgpuarray_the_library_names_it_loads():
+    stage, runs = gpu_current()
+    # libgpuarray dlopen()s these unversioned names (read from its binary by
+    # docker/gpu_current_libs.py, which the check script runs in the image).
+    for link in ("ln -s libnvrtc.so.11.2 /opt/cuda/lib/libnvrtc.so",
+                 "ln -s libcublas.so.11 /opt/cuda/lib/libcublas.so",
+                 "/usr/lib/x86_64-linux-gnu/libcuda.so.1 /opt/cuda/driver/libcuda.so",
+                 "/.singularity.d/libs/libcuda.so.1 /opt/cuda/driver-apptainer/libcuda.so"):
+        assert link in runs, link
+    # The libraries cuBLAS and NVRTC load from their own folder lie beside the links.
+    assert re.search(r"ln -s \S*/nvidia/cuda_nvrtc/lib/\*\.so\.\* \S*/nvidia/cublas/lib/\*\.so\.\* "
+                     r"/opt/cuda/lib/", runs)
+    path = stage["env"]["LD_LIBRARY_PATH"].split(":")
+    assert path[0] == "/opt/cuda/lib"
+    # the host driver's own libcuda.so, where mounted, before the fallbacks
+    assert path[-2:] == ["/opt/cuda/driver", "/opt/cuda/driver-apptainer"]
+
+
+def test_gpu_current_theano_flags_select_the_gpu_without_cudnn():
+    stage, _ = gpu_current()
+    flags = dict(item.split("=", 1) for item in stage["env"]["THEANO_FLAGS"].split(","))
+    assert flags == {"device": "cuda", "floatX": "float32", "dnn.enabled": "False",
+                     "base_compiledir": "/cache/theano"}
+    # blas.ldflags is compat.py's choice, as on a host; its CPU C ops turn
+    # themselves off on a GPU device (engine/layers.py, c_ops_apply).
+
+
+def cuda_version(wheel_version):
+    return ".".join(wheel_version.split(".")[:2])
+
+
+def test_gpu_current_cuda_wheels_driver_requirement_and_readme_agree():
+    stage, runs = gpu_current()
+    requirements = read(GPU_REQUIREMENTS)
+    nvrtc = pinned(requirements, "nvidia-cuda-nvrtc-cu11")
+    assert nvrtc and pinned(requirements, "nvidia-cublas-cu11")
+    # NVRTC's PTX needs a driver of its own CUDA version or later: the
+    # Container Toolkit enforces it, and the README says which driver that is.
+    assert stage["env"]["NVIDIA_REQUIRE_CUDA"] == "cuda>=%s" % cuda_version(nvrtc)
+    assert cuda_version(nvrtc) == "11.8"  # if it changes, so must the numbers below
+    for path in (gpu_readme_file(), DOCKER_DOC):
+        text = " ".join(read(path).split())
+        assert "520.61.05" in text, path       # CUDA 11.8's minimum Linux driver
+        assert "418.81.07" in text, path       # the legacy image's (the Container Toolkit's)
+        assert "410.48 or newer" not in text, path  # CUDA 10.0's own, not the toolkit's
+        assert "gpuarray.preallocate=0.9` takes" not in text, path
+        for name in ("A100", "H100", "H200", "RTX 30", "RTX 40"):
+            assert name in text, (path, name)
+    # the wheels' sonames, as linked in the Dockerfile
+    assert "libnvrtc.so.11.2" in runs and "libcublas.so.11" in runs
+
+
+# =============================================================================
+# The legacy gpu target's pins against the Python it installs them into
+
+# Which Pythons each pinned Python package of the `gpu` target supports, as its
+# registry records it (checked 2026-11-29). pip: the Requires-Python of the
+# PyPI files (read from the wheels' and sdists' metadata; "" = none given).
+# conda: conda-forge's builds: per-Python builds (py38 and later) for numpy,
+# scipy and matplotlib-base, whose bounds are upstream's Requires-Python (as
+# PyPI records it); pygpu's build named in the Dockerfile (py38); noarch
+# pytest 8.3.5 needs Python >= 3.9 (the feedstock's python_min, as issue 18
+# recorded it; conda-forge cannot be reached from the development machine).
+# So this test cannot tell that a conda solve will succeed, only that no pin
+# is known to exclude the stage's Python. A new pin must be added here with
+# its bounds.
+PYTHON_BOUNDS = {
+    ("pip", "Theano", "1.0.5"): "",
+    ("pip", "Lasagne", "0.1"): "",
+    ("pip", "pytest", "8.3.5"): ">=3.8",
+    ("pip", "iniconfig", "2.0.0"): ">=3.7",
+    ("pip", "packaging", "24.2"): ">=3.8",
+    ("pip", "pluggy", "1.5.0"): ">=3.8",
+    ("pip", "exceptiongroup", "1.2.2"): ">=3.7",
+    ("pip", "tomli", "2.2.1"): ">=3.8",
+    ("conda", "numpy", "1.23.5"): ">=3.8",
+    ("conda", "scipy", "1.10.1"): ">=3.8,<3.12",
+    ("conda", "matplotlib-base", "3.7.3"): ">=3.8",
+    ("conda", "six", "1.16.0"): ">=2.7,!=3.0.*,!=3.1.*,!=3.2.*",
+    ("conda", "pygpu", "0.7.6"): "==3.8.*",
+    ("conda", "pytest", "8.3.5"): ">=3.9",
+}
+# conda packages that are not Python packages
+NOT_PYTHON = {"python", "libblas", "libopenblas", "libgpuarray", "tini"}
+
+
+def pinned_python_packages(stage):
+    """[(installer, name, version)] of a stage's conda create/install and pip
+    install lines (name=version, name==version)."""
+    found = []
+    for _, keyword, args in stage["lines"]:
+        if keyword != "RUN":
+            continue
+        for words in commands(args):
+            tool = os.path.basename(words[0]) if words else ""
+            if tool in ("conda", "mamba") and ("create" in words or "install" in words):
+                for word in words:
+                    match = re.match(r"^([A-Za-z0-9_.\-]+)=([0-9][\w.]*)(=[\w.*]+)?$", word)
+                    if match and match.group(1) not in NOT_PYTHON:
+                        found.append(("conda", match.group(1), match.group(2)))
+            elif "pip" in words and "install" in words:
+                for word in words:
+                    match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([0-9][\w.]*)$", word)
+                    if match:
+                        found.append(("pip", match.group(1), match.group(2)))
+    return found
+
+
+def python_bound_problems(text):
+    from packaging.specifiers import SpecifierSet
+    stage = stages(text)["gpu"]
+    runs = " ".join(args for _, keyword, args in stage["lines"] if keyword == "RUN")
+    python = re.search(r"\bpython=(\d+\.\d+\.\d+)", runs).group(1)
+    problems = []
+    for key in pinned_python_packages(stage):
+        if key not in PYTHON_BOUNDS:
+            problems.append("%s %s=%s: its Python bounds are not recorded in PYTHON_BOUNDS" % key)
+        elif python not in SpecifierSet(PYTHON_BOUNDS[key]):
+            problems.append("%s %s=%s needs Python %s, the stage installs %s"
+                            % (key + (PYTHON_BOUNDS[key], python)))
+    return problems
+
+
+def test_gpu_target_pins_support_its_python():
+    assert python_bound_problems(read(DOCKERFILE)) == []
+    assert len(pinned_python_packages(stages(read(DOCKERFILE))["gpu"])) >= 12
+
+
+def test_python_bound_rule_catches_conda_forges_pytest_835_on_python_38():
+    text = read(DOCKERFILE).replace("six=1.16.0 \\", "six=1.16.0 pytest=8.3.5 \\", 1)
+    assert "pytest=8.3.5" in text
+    problems = python_bound_problems(text)
+    assert any("conda pytest=8.3.5 needs Python >=3.9" in p for p in problems), problems
+    problems = python_bound_problems(read(DOCKERFILE).replace("tomli==2.2.1", "tomli==2.3.0"))
+    assert any("not recorded" in p for p in problems), problems
 
 
 def test_both_targets_share_the_volume_layout_and_signal_handling():
@@ -419,6 +617,34 @@ def test_readme_docker_commands_are_the_ones_check_sh_runs():
     assert missing == []
 
 
+def gpu_readme_file():
+    """The README once the GPU text is folded into it, else the text to fold
+    (docs/readme-sections/gpu.md)."""
+    if "\n### The gpu-current image" in read(README):
+        return README
+    return GPU_README_SECTION
+
+
+def gpu_readme_checked_commands():
+    """The commands in the code blocks of the README's "### The gpu-current
+    image"."""
+    section = read(gpu_readme_file()).split("\n### The gpu-current image", 1)[1]
+    section = section.split("\n### ", 1)[0]
+    blocks = re.findall(r"\n((?:    .*\n|\n)+)", section)
+    return [line for line in joined_lines("".join(blocks)) if line.startswith("docker ")]
+
+
+def test_gpu_readme_commands_are_the_ones_check_gpu_current_runs():
+    readme_commands = gpu_readme_checked_commands()
+    assert any("docker build --target gpu-current" in c for c in readme_commands)
+    assert any("gpu_current_libs.py" in c for c in readme_commands)
+    assert any("device=cpu" in c and "pytest" in c for c in readme_commands)
+    assert any("--gpus all" in c and "-m gpu" in c for c in readme_commands)
+    script = docker_commands(read(GPU_CHECK_SCRIPT))
+    missing = [c for c in readme_commands if not runs_in(c, script)]
+    assert missing == []
+
+
 # =============================================================================
 # Each rule catches what it is there for
 
@@ -445,6 +671,20 @@ def broken(old, new):
     ("USER runner\nENTRYPOINT [\"/opt", "USER root\nENTRYPOINT [\"/opt", "run as root"),
 ])
 def test_rules_catch_a_broken_dockerfile(old, new, expected):
+    problems = broken(old, new)
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("FROM debian:bookworm-slim AS gpu-current", "FROM debian:bookworm-slim AS gpu-new",
+     "no `gpu-current` target"),
+    ("python3-pygpu=$GPUARRAY_DEB", "python3-pygpu", "the GPU stack's packages need =version"),
+    ("apt-mark hold libgpuarray3 libgpuarray-dev python3-pygpu",
+     "apt-mark hold libgpuarray3 libgpuarray-dev", "python3-pygpu: not held"),
+    ("cuda-nvrtc-dev-10-0 cuda-cublas-10-0 cuda-cublas-dev-10-0",
+     "cuda-nvrtc-dev-10-0 cuda-cublas-dev-10-0", "cuda-cublas-10-0: not held"),
+])
+def test_rules_catch_an_unpinned_or_unheld_gpu_package(old, new, expected):
     problems = broken(old, new)
     assert any(expected in p for p in problems), problems
 

@@ -34,15 +34,17 @@ step_start() { step_t=$SECONDS; echo; echo "== $*"; }
 took() { echo "$((SECONDS - step_t)) s"; }
 
 # The README's commands say `docker`; with podman they run through this alias.
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-  ENGINE=docker
-elif command -v podman >/dev/null 2>&1; then
+# podman first: the docker client talking to podman's API was seen to report
+# exit status 0 for a failing `docker run --rm`, which would hide failures here.
+if command -v podman >/dev/null 2>&1; then
   ENGINE=podman
   docker() { podman "$@"; }
   if ! podman image exists docker.io/library/debian:bookworm-slim \
       && [ -f "$ROOT/../shared/tools/container-setup.sh" ] && [ -z "${CONTAINERS_CONF:-}" ]; then
     die "podman has no debian:bookworm-slim here: run 'source ../shared/tools/container-setup.sh' first"
   fi
+elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  ENGINE=docker
 else
   die "neither docker nor podman is installed"
 fi

@@ -23,7 +23,6 @@ DOCKERFILE = os.path.join(PROJECT_DIR, "Dockerfile")
 README = os.path.join(PROJECT_DIR, "README.md")
 CHECK_SCRIPT = os.path.join(PROJECT_DIR, "docker", "check.sh")
 GPU_CHECK_SCRIPT = os.path.join(PROJECT_DIR, "docker", "check-gpu-current.sh")
-GPU_README_SECTION = os.path.join(PROJECT_DIR, "docs", "readme-sections", "gpu.md")
 DOCKER_DOC = os.path.join(PROJECT_DIR, "docs", "docker.md")
 GPU_REQUIREMENTS = os.path.join(PROJECT_DIR, "docker", "requirements-gpu-current.txt")
 DOCKERIGNORE = os.path.join(PROJECT_DIR, ".dockerignore")
@@ -618,11 +617,7 @@ def test_readme_docker_commands_are_the_ones_check_sh_runs():
 
 
 def gpu_readme_file():
-    """The README once the GPU text is folded into it, else the text to fold
-    (docs/readme-sections/gpu.md)."""
-    if "\n### The gpu-current image" in read(README):
-        return README
-    return GPU_README_SECTION
+    return README
 
 
 def gpu_readme_checked_commands():

@@ -304,8 +304,9 @@ class Trainer:
         is, plus the optimiser's buffers, the dropout streams' states, the best
         weights so far and the loop's ``progress`` (JSON-able: the epoch being
         run, the iteration within it, the global iteration, the learning rate the
-        last step used, the epoch's running sums and the metric history). Shuffling and augmentation are drawn from
-        (seed, epoch) (utils.epoch_plan), so these are all the loop's state."""
+        last step used, the epoch's running sums and the metric history).
+        Shuffling and augmentation are drawn from (seed, epoch)
+        (utils.epoch_plan), so these are all the loop's state."""
         groups = {"optimizer": [v.get_value() for v in self.optimizer_state],
                   "random": [v.get_value() for v in self.net.random_state_vars()],
                   "best": self.best["values"] if self.best else []}

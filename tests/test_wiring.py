@@ -331,8 +331,8 @@ def test_momentum_restarts_exactly_where_the_source_rebuilds_its_state(run):
     for i, record in enumerate(run["steps"]):
         first_of_epoch = i == 0 or run["steps"][i - 1]["epoch"] != record["epoch"]
         seen.append(record["restarted"])
-        assert record["restarted"] == (i == 0 or (first_of_epoch and record["epoch"] in restarts)), \
-            (i, record["epoch"])
+        expected = i == 0 or (first_of_epoch and record["epoch"] in restarts)
+        assert record["restarted"] == expected, (i, record["epoch"])
     assert seen.count(True) == 1 + len(restarts & set(run["epochs"][1:]))
 
 

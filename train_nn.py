@@ -255,7 +255,7 @@ class Trainer:
         self.step = self.learning_rate = None
         self.optimizer_state = []
         self.paper = models.paper_error(config["network"], self.recipe["dropout"])
-        self.progress = {"epoch": 0, "iteration_in_epoch": 0, "iteration": 0,
+        self.progress = {"epoch": 0, "iteration_in_epoch": 0, "iteration": 0, "lr": None,
                          "loss_sum": 0.0, "error_count": 0, "seen": 0, "seconds": 0.0,
                          "history": []}
         self.best = None
@@ -303,14 +303,14 @@ class Trainer:
         """Write checkpoint.npz atomically: the weights file of the network as it
         is, plus the optimiser's buffers, the dropout streams' states, the best
         weights so far and the loop's ``progress`` (JSON-able: the epoch being
-        run, the iteration within it, the global iteration, the epoch's running
-        sums and the metric history). Shuffling and augmentation are drawn from
-        (seed, epoch) (utils.epoch_plan), so these are all the loop's state."""
-        progress = dict(self.progress, lr=float(self.learning_rate.get_value()))
+        run, the iteration within it, the global iteration, the learning rate the
+        last step used, the epoch's running sums and the metric history).
+        Shuffling and augmentation are drawn from (seed, epoch)
+        (utils.epoch_plan), so these are all the loop's state."""
         groups = {"optimizer": [v.get_value() for v in self.optimizer_state],
                   "random": [v.get_value() for v in self.net.random_state_vars()],
                   "best": self.best["values"] if self.best else []}
-        records = {"config": self.config, "progress": progress, "run": self.run_record(),
+        records = {"config": self.config, "progress": self.progress, "run": self.run_record(),
                    "best": {k: v for k, v in (self.best or {}).items() if k != "values"}}
         try:
             models.save_weights(os.path.join(self.run_dir, CHECKPOINT_NAME), self.net,
@@ -362,9 +362,11 @@ class Trainer:
         loader = loop.Prefetcher(make, range(first, len(self.batches)))
         try:
             for i, (images, labels) in zip(range(first, len(self.batches)), loader):
-                lr = np.float32(learning_rate(recipe, epoch, progress["iteration"]))
+                rate = learning_rate(recipe, epoch, progress["iteration"])
+                lr = np.float32(rate)
                 if self.learning_rate.get_value() != lr:
                     self.learning_rate.set_value(lr)
+                progress["lr"] = rate  # what log.csv reports: the last step's
                 loss, errors = self.step(images, labels)
                 loss, errors = float(loss), int(errors)
                 if not math.isfinite(loss):
@@ -423,7 +425,7 @@ class Trainer:
         test_every = self.config.get("test_every", 1)
         tested = epoch + 1 == recipe["epochs"] or (test_every and (epoch + 1) % test_every == 0)
         return {"epoch": epoch + 1,
-                "lr": learning_rate(recipe, epoch, progress["iteration"] - 1),
+                "lr": progress["lr"],
                 "train_loss": progress["loss_sum"] / progress["seen"],
                 "train_error": 100.0 * progress["error_count"] / progress["seen"],
                 "val_error": self.error_percent("validation", self.val_x, self.val_y, stop),

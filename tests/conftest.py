@@ -69,6 +69,146 @@ def without_seconds(rows):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
+def pairs(*sequences):
+    """``zip`` that fails on sequences of different lengths, so that a
+    comparison in a loop cannot pass by comparing nothing (``zip(strict=True)``
+    needs Python 3.10; the gpu image runs 3.8)."""
+    sequences = [list(s) for s in sequences]
+    lengths = [len(s) for s in sequences]
+    assert len(set(lengths)) == 1, "sequences of different lengths: %s" % lengths
+    return zip(*sequences)
+
+
+# =============================================================================
+# The recipes as the authors' code (and the old repository) run them, written
+# from those sources for tests/test_sources.py and tests/test_wiring.py; never
+# read from train_nn.RECIPES. Sources: fb.resnet.torch (opts.lua, train.lua,
+# dataloader.lua, datasets/cifar10.lua, datasets/transforms.lua),
+# KaimingHe/resnet-1k-layers (README.md), szagoruyko/wide-residual-networks
+# (train.lua, scripts/train_cifar.sh, augmentation.lua, README.md), torch/optim
+# sgd.lua, docs/old-repository.md.
+
+# Learning-rate schedules, as each source computes them (1-based epochs).
+
+
+def fb_resnet_torch_lr(epoch):
+    """fb.resnet.torch train.lua, Trainer:learningRate, cifar10 and cifar100:
+    ``decay = epoch >= 122 and 2 or epoch >= 81 and 1 or 0``,
+    ``return self.opt.LR * math.pow(0.1, decay)``; opts.lua: ``-LR 0.1``."""
+    decay = 2 if epoch >= 122 else 1 if epoch >= 81 else 0
+    return 0.1 * 0.1 ** decay
+
+
+def wrn_lr(epoch):
+    """wide-residual-networks train.lua: ``for epoch=1,opt.max_epoch``, and
+    ``if tablex.find(opt.epoch_step, epoch) then updateLR()`` where updateLR sets
+    ``opt.learningRate * opt.learningRateDecayRatio`` before the epoch trains;
+    scripts/train_cifar.sh: learningRate=0.1, epoch_step={60,120,160},
+    learningRateDecayRatio=0.2."""
+    rate = 0.1
+    for e in range(1, epoch + 1):
+        if e in (60, 120, 160):
+            rate *= 0.2
+    return rate
+
+
+def seed_lr(epoch):
+    """docs/old-repository.md: "lr 0.01 for epochs 0-9, 0.1 from 10, 0.01 from
+    80, 0.001 from 120" (0-based there)."""
+    e = epoch - 1
+    return 0.01 if e < 10 else 0.1 if e < 80 else 0.01 if e < 120 else 0.001
+
+
+# Epochs at whose start the momentum buffers restart (1-based).
+# fb.resnet.torch train.lua: one optimState for the whole run; each epoch only
+# sets ``self.optimState.learningRate = self:learningRate(epoch)``: never.
+# wide-residual-networks train.lua: updateLR() does ``optimState =
+# tablex.deepcopy(opt)``, a table without optim.sgd's ``state.dfdx``: the
+# buffer starts again from the next gradient at each epoch_step.
+# The old repository: one Lasagne update dictionary for the run: never.
+MOMENTUM_RESTARTS = {"paper-preresnet": set(), "paper-wrn": {60, 120, 160}, "seed": set()}
+
+SOURCES = {
+    "paper-preresnet": {
+        "schedule": fb_resnet_torch_lr,
+        # opts.lua: ``opt.nEpochs = opt.nEpochs == 0 and 164`` for cifar10 and
+        # cifar100 (He et al. 2016: 64k iterations of 128 images, 164 epochs).
+        "epochs": 164,
+        # He et al. 2016 Sec. 4 and resnet-1k-layers README: "results in the
+        # paper were obtained with a mini-batch size of 128" (its command line
+        # uses 64 to fit ResNet-1001 into memory).
+        "batch_size": 128,
+        # opts.lua: -momentum 0.9, -weightDecay 1e-4.
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        # train.lua: optim.sgd with ``nesterov = true, dampening = 0.0``.
+        "optimizer": "nesterov_torch",
+        # datasets/cifar10.lua preprocess: ColorNormalize(meanstd) "Computed
+        # from entire CIFAR-10 training set", HorizontalFlip(0.5),
+        # RandomCrop(32, 4); transforms.lua RandomCrop: ``temp:zero()``.
+        "normalisation": "channel_mean_std",
+        "pad": 4,
+        "pad_mode": "zero",
+        # dataloader.lua: ``math.ceil(self.__size / self.batchSize)`` batches,
+        # the last ``math.min(batchSize, size - idx + 1)`` images.
+        "drop_last": False,
+        "val_size": 0,  # trains on the whole training set (the test set is "val")
+        "dropout": 0.0,
+    },
+    "paper-wrn": {
+        "schedule": wrn_lr,
+        "epochs": 200,  # train_cifar.sh: max_epoch=200
+        "batch_size": 128,  # train.lua: batchSize = 128
+        "momentum": 0.9,  # train.lua: momentum = 0.9
+        "weight_decay": 5e-4,  # train.lua: weightDecay = 0.0005
+        # train_cifar.sh: nesterov=true; train.lua: dampening = 0, optimMethod sgd.
+        "optimizer": "nesterov_torch",
+        # README: the final CIFAR numbers use "meanstd normalization (as in
+        # fb.resnet.torch)".
+        "normalisation": "channel_mean_std",
+        # train.lua: randomcrop = 4; train_cifar.sh: randomcrop_type=reflection
+        # (augmentation.lua: nn.SpatialReflectionPadding(pad,pad,pad,pad)).
+        "pad": 4,
+        "pad_mode": "reflect",
+        # train.lua train(): ``indices[#indices] = nil`` "remove last element so
+        # that all minibatches have equal size".
+        "drop_last": True,
+        "val_size": 0,
+        # train.lua: dropout = 0; the "-dropout" rows set dropout=0.3.
+        "dropout": 0.0,
+    },
+    "seed": {
+        "schedule": seed_lr,
+        # docs/old-repository.md "Its training and testing".
+        "epochs": 200,
+        "batch_size": 64,  # (its README: 48 for ResNet-164, for memory)
+        "momentum": 0.9,
+        "weight_decay": 1e-4,  # in the loss, 1e-4 * sum(w**2)
+        "optimizer": "nesterov_lasagne",
+        "normalisation": "pixel_mean",
+        "pad": 4,
+        "pad_mode": "zero",
+        "val_size": 5000,
+        "dropout": 0.0,  # "Its dropout line was commented out in the final version"
+        # (whether it dropped a last partial batch, the description does not say)
+    },
+}
+
+# Which parameters the weight decay reaches, and the factor their gradient gains.
+# fb.resnet.torch / wide-residual-networks: ``model:getParameters()`` flattens
+# every parameter into the one vector optim.sgd receives, and sgd.lua does
+# ``dfdx:add(wd, x)`` on all of it: convolution and linear weights, the linear
+# bias, batch-norm scale and shift alike.
+# The old repository: ``1e-4 * sum(w**2)`` over Lasagne's regularizable
+# parameters (W and batch-norm gamma), so their gradient gains 2e-4 * w, and
+# biases and beta none.
+DECAY_REACH = {
+    "paper-preresnet": {"W": 1e-4, "b": 1e-4, "gamma": 1e-4, "beta": 1e-4},
+    "paper-wrn": {"W": 5e-4, "b": 5e-4, "gamma": 5e-4, "beta": 5e-4},
+    "seed": {"W": 2e-4, "gamma": 2e-4, "b": 0.0, "beta": 0.0},
+}
+
+
 def pytest_configure(config):
     # Theano 1.0.5 uses numpy aliases deprecated since numpy 1.20.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:theano.*")

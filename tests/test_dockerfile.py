@@ -301,7 +301,7 @@ def test_cpu_target_is_debian_bookworm_with_the_projects_requirements():
     # The BLAS set-up of a host install: no system OpenBLAS, so compat.py
     # links scipy's bundled copy, and THEANO_FLAGS does not override it.
     assert "libopenblas" not in runs
-    stage_problems("cpu", cpu, project_files())
+    assert stage_problems("cpu", cpu, project_files()) == []
     assert "blas.ldflags" not in cpu["env"]["THEANO_FLAGS"]
 
 
@@ -339,7 +339,7 @@ def test_gpu_target_has_the_same_theano_lasagne_and_numpy_as_requirements():
 
 def test_gpu_theano_flags_select_the_gpu_and_cudnn():
     gpu = stages(read(DOCKERFILE))["gpu"]
-    stage_problems("gpu", gpu, project_files())
+    assert stage_problems("gpu", gpu, project_files()) == []
     flags = dict(item.split("=", 1) for item in gpu["env"]["THEANO_FLAGS"].split(","))
     assert flags["device"] == "cuda"
     assert flags["floatX"] == "float32"
@@ -524,7 +524,7 @@ def test_both_targets_share_the_volume_layout_and_signal_handling():
         volumes = [args for _, keyword, args in lines if keyword == "VOLUME"]
         assert volumes == ['["/app/data", "/app/runs", "/cache/theano"]'], name
         assert ("WORKDIR", "/app") in [(k, a) for _, k, a in lines], name
-        stage_problems(name, stage, project_files())
+        assert stage_problems(name, stage, project_files()) == [], name
         assert "base_compiledir=/cache/theano" in stage["env"]["THEANO_FLAGS"], name
         entrypoint = [args for _, keyword, args in lines if keyword == "ENTRYPOINT"]
         assert entrypoint and "tini" in entrypoint[-1], name  # forwards docker stop's SIGTERM

@@ -15,7 +15,7 @@ from lasagne.layers import get_all_params, get_output
 
 from engine import layers
 import models
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, pairs
 from engine import ops
 
 RNG = np.random.default_rng(0)
@@ -56,7 +56,7 @@ def test_conv_matches_stock_conv2d_forward_and_backward(batch, channels, size, f
     close(dx_ours, dx_stock, 1e-6)
     close(dw_ours, dw_stock, 1e-6)
     again = f(xv, wv, dyv)  # deterministic: bit-identical on a second call
-    for first, second in zip((y_ours, dx_ours, dw_ours), (again[1], again[4], again[5])):
+    for first, second in pairs((y_ours, dx_ours, dw_ours), (again[1], again[4], again[5])):
         np.testing.assert_array_equal(first, second)
 
 
@@ -99,7 +99,7 @@ def test_batch_norm_matches_plain_theano(shape, relu):
     gv = RNG.normal(size=shape[1]).astype(np.float32)
     bv = RNG.normal(size=shape[1]).astype(np.float32)
     out = f(xv, gv, bv, RNG.normal(size=shape).astype(np.float32))
-    for ours_value, reference_value in zip(out[4:8] + out[11:14], out[0:4] + out[8:11]):
+    for ours_value, reference_value in pairs(out[4:8] + out[11:14], out[0:4] + out[8:11]):
         close(ours_value, reference_value, 1e-5)
 
 
@@ -119,7 +119,7 @@ def test_networks_with_and_without_c_ops_agree(monkeypatch):
         f = theano.function([images, labels], [loss] + T.grad(loss, params))
         predict = theano.function([images], get_output(net, deterministic=True))
         results.append(f(xv, yv) + [predict(xv)])
-    for ours, plain in zip(*results):
+    for ours, plain in pairs(*results):
         close(np.asarray(ours), np.asarray(plain), 2e-4)
 
 
@@ -166,7 +166,7 @@ def test_scale_shift_matches_plain_theano(relu):
     out = f(RNG.normal(size=shape).astype(np.float32), RNG.normal(size=7).astype(np.float32),
             RNG.normal(size=7).astype(np.float32), RNG.normal(size=shape).astype(np.float32))
     close(out[1], out[0], 1e-6)
-    for ours_grad, plain_grad in zip(out[5:8], out[2:5]):
+    for ours_grad, plain_grad in pairs(out[5:8], out[2:5]):
         close(ours_grad, plain_grad, 1e-5)
 
 
@@ -248,5 +248,5 @@ def test_results_do_not_depend_on_the_number_of_threads(tmp_path):
         with np.load(path) as arrays:
             results.append([arrays[name] for name in sorted(arrays.files)])
     assert len(results[0]) == 15
-    for one, three in zip(*results):
+    for one, three in pairs(*results):
         np.testing.assert_array_equal(one, three)

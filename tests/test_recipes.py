@@ -10,6 +10,7 @@ from lasagne.layers import get_all_params, get_output
 import models
 import train_nn
 import utils
+from conftest import pairs
 from engine import updates
 from utils import UserError
 
@@ -84,7 +85,7 @@ def _decay_gradients(decay_style):
 
 def test_torch_decay_is_1e4_times_every_parameter():
     params, grads = _decay_gradients("gradient_all")
-    for param, grad in zip(params, grads):
+    for param, grad in pairs(params, grads):
         np.testing.assert_allclose(grad, 1e-4 * param.get_value(), rtol=1e-6, atol=1e-12,
                                    err_msg=param.name)
     names = {p.name.split(".")[-1] for p in params}
@@ -93,7 +94,7 @@ def test_torch_decay_is_1e4_times_every_parameter():
 
 def test_seed_penalty_doubles_on_regularizable_parameters_only():
     params, grads = _decay_gradients("l2_loss_regularizable")
-    for param, grad in zip(params, grads):
+    for param, grad in pairs(params, grads):
         kind = param.name.split(".")[-1]
         factor = 2e-4 if kind in ("W", "gamma") else 0.0
         np.testing.assert_allclose(grad, factor * param.get_value(), rtol=1e-5, atol=1e-12,
@@ -103,7 +104,7 @@ def test_seed_penalty_doubles_on_regularizable_parameters_only():
 def torch_sgd_reference(w, grads, lrs, momentum, decay):
     """optim.sgd (nesterov=true, dampening=0) step by step, as Torch's sgd.lua."""
     buffer = None
-    for g, rate in zip(grads, lrs):
+    for g, rate in pairs(grads, lrs):
         d = g + decay * w
         buffer = d.copy() if buffer is None else momentum * buffer + d
         w = w - rate * (d + momentum * buffer)
@@ -121,7 +122,7 @@ def test_nesterov_torch_matches_torch_sgd_across_a_learning_rate_change():
     step_updates, buffers = updates.nesterov_torch([g + np.float32(1e-4) * w], [w], rate,
                                                    np.float32(0.9))
     step = theano.function([g], [], updates=step_updates)
-    for grad, value in zip(grads, lrs):
+    for grad, value in pairs(grads, lrs):
         rate.set_value(np.float32(value))
         step(grad)
     expected = torch_sgd_reference(w0.astype(np.float64), grads, lrs, 0.9, 1e-4)

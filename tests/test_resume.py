@@ -14,7 +14,7 @@ import pytest
 import models
 import train_nn
 import utils
-from conftest import PROJECT_DIR, read_log, run_cli, without_seconds, write_tiny_cifar10
+from conftest import PROJECT_DIR, pairs, read_log, run_cli, without_seconds, write_tiny_cifar10
 from utils import UserError
 
 # Every test here runs the programs in subprocesses (or trains whole runs).
@@ -36,7 +36,7 @@ def final_weights(run):
 
 def assert_same_run(run, reference):
     assert without_seconds(read_log(run)) == without_seconds(read_log(reference))
-    for a, b in zip(final_weights(run), final_weights(reference)):
+    for a, b in pairs(final_weights(run), final_weights(reference)):
         np.testing.assert_array_equal(a, b)
 
 

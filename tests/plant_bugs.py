@@ -1,0 +1,257 @@
+"""Plant realistic bugs, one at a time, in a temporary copy of the project, and
+check that the tests meant to catch each one fail with it and pass without it.
+
+    python tests/plant_bugs.py                  # all of them (about 20 minutes)
+    python tests/plant_bugs.py --list
+    python tests/plant_bugs.py wrn-no-momentum-restart no-flips
+    python tests/plant_bugs.py --keep           # leave the copy for a look
+
+The copy holds the files git tracks or would track (``git ls-files -co
+--exclude-standard``). Each bug is a text substitution that must match exactly
+once; the targeted tests run with this Python and the environment as it is
+(set THEANO_FLAGS=base_compiledir=... to a private compile folder). The
+unpatched copy runs every targeted test first and must pass. Prints a table:
+bug, the targeted tests that failed, seconds. Exit status 0 when every bug was
+caught by all of its expected tests and the unpatched copy passed.
+
+Not part of the test suite (pytest collects test_*.py only): it runs the
+suite's tests many times and takes minutes.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+W = "tests/test_wiring.py::"
+S = "tests/test_sources.py::"
+
+
+def wiring(test, family):
+    return "%s%s[%s]" % (W, test, family)
+
+
+LR = "test_every_step_uses_the_sources_learning_rate"
+LOG = "test_log_csv_reports_the_learning_rate_the_steps_used"
+MOMENTUM = "test_momentum_restarts_exactly_where_the_source_rebuilds_its_state"
+DECAY = "test_weight_decay_reaches_the_parameters_the_source_decays"
+BATCHES = "test_batches_are_padded_cropped_and_flipped_as_the_source_does"
+NORMALISATION = "test_normalisation_comes_from_the_training_images_used"
+OPTIMISER = "test_every_step_moves_the_parameters_by_the_sources_optimiser"
+
+# name: (what the bug is, [(file, old text, new text)], [tests that must fail])
+BUGS = {
+    # -- the nine of issue 12 ------------------------------------------------------
+    "wrn-no-momentum-restart": (
+        "the WRN recipe no longer restarts the momentum at its milestones",
+        [("train_nn.py", '"reset_momentum_at_milestones": True,',
+          '"reset_momentum_at_milestones": False,')],
+        [S + "test_momentum_restarts_where_the_source_rebuilds_its_state[paper-wrn]",
+         wiring(MOMENTUM, "paper-wrn")]),
+    "wrn-restart-skipped-by-the-loop": (
+        "the loop ignores the recipe's momentum restart",
+        [("train_nn.py", "buffer.set_value(np.zeros_like(buffer.get_value()))", "pass")],
+        [wiring(MOMENTUM, "paper-wrn")]),
+    "wrn-zero-padding": (
+        "WRN's reflection padding replaced by zero padding",
+        [("train_nn.py", '"pad_mode": "reflect",', '"pad_mode": "zero",')],
+        [S + "test_recipe_values_are_the_sources[paper-wrn]", wiring(BATCHES, "paper-wrn")]),
+    "no-flips": (
+        "training batches never flipped",
+        [("utils.py", 'plan["flip"][start:stop], pad, pad_mode)',
+          'plan["flip"][start:stop] & False, pad, pad_mode)')],
+        [wiring(BATCHES, "paper-preresnet")]),
+    "paper-decay-seed-way": (
+        "the paper recipe's weight decay applied the seed's way (L2 loss on W and gamma)",
+        [("train_nn.py", "# batch-norm scale and shift and the classifier's bias included.\n"
+                         '        "decay": "gradient_all",',
+          "# batch-norm scale and shift and the classifier's bias included.\n"
+          '        "decay": "l2_loss_regularizable",')],
+        [S + "test_weight_decay_reaches_the_parameters_the_source_decays[paper-preresnet]",
+         wiring(DECAY, "paper-preresnet")]),
+    "paper-no-decay": (
+        "the paper recipe's weight decay not applied at all (the step ignores it)",
+        [("train_nn.py", 'net.output, params, recipe["weight_decay"],',
+          "net.output, params, 0.0,")],
+        [wiring(DECAY, "paper-preresnet")]),
+    "normalise-with-test-images": (
+        "normalisation statistics taken from the test images",
+        [("train_nn.py", 'utils.normalisation_stats(recipe["normalisation"], self.train_x)',
+          'utils.normalisation_stats(recipe["normalisation"], self.test_x)')],
+        [wiring(NORMALISATION, "paper-preresnet"), wiring(BATCHES, "paper-preresnet")]),
+    "basic-stride-on-second-conv": (
+        "the basic unit's stride moved from the first to the second convolution",
+        [("models.py", 'stride_on = 0 if unit == "basic"', 'stride_on = 1 if unit == "basic"')],
+        [S + "test_every_convolution_has_the_sources_kernel_stride_and_planes"
+             "[normal-2-1-paper]"]),
+    "bn-momentum-0.2": (
+        "the paper architecture's batch-norm momentum 0.1 changed to 0.2",
+        [("models.py", '"batch_norm": {"epsilon": 1e-5, "alpha": 0.1, "running": "var"}',
+          '"batch_norm": {"epsilon": 1e-5, "alpha": 0.2, "running": "var"}')],
+        [S + "test_every_batch_norm_has_the_sources_epsilon_momentum_and_running_variance"
+             "[normal-2-1-paper]"]),
+    "he-fan-in": (
+        "He initialisation on fan-in instead of the authors' fan-out",
+        [("models.py", "math.sqrt(2.0 / (size * size * out_channels))",
+          "math.sqrt(2.0 / (size * size * in_channels))")],
+        [S + "test_paper_initialisation_is_the_authors[normal-2-1]"]),
+    "confusion-transposed": (
+        "the test report's confusion matrix transposed",
+        [("models.py", "np.bincount(labels * k + predictions",
+          "np.bincount(predictions * k + labels")],
+        [S + "test_confusion_matrix_rows_are_the_true_class"]),
+    "loop-previous-epoch-lr": (
+        "the training loop uses the previous epoch's learning rate",
+        [("train_nn.py", 'rate = learning_rate(recipe, epoch, progress["iteration"])',
+          'rate = learning_rate(recipe, max(epoch - 1, 0), progress["iteration"])')],
+        [wiring(LR, "paper-preresnet"), wiring(LOG, "paper-preresnet")]),
+    # -- more of the same kinds -----------------------------------------------------
+    "loop-previous-epoch-lr-log-recomputed": (
+        "the same, with log.csv's lr recomputed from the schedule as before issue 12",
+        [("train_nn.py", 'rate = learning_rate(recipe, epoch, progress["iteration"])',
+          'rate = learning_rate(recipe, max(epoch - 1, 0), progress["iteration"])'),
+         ("train_nn.py", '"lr": progress["lr"],',
+          '"lr": learning_rate(recipe, epoch, progress["iteration"] - 1),')],
+        [wiring(LR, "paper-preresnet"), wiring(LOG, "paper-preresnet")]),
+    "preresnet-milestones-off-by-one": (
+        "fb.resnet.torch's decay at epochs 82 and 123 instead of 81 and 122",
+        [("train_nn.py", '"lr_milestones": [80, 121],', '"lr_milestones": [81, 122],')],
+        [S + "test_learning_rate_of_every_epoch_is_the_sources[paper-preresnet]",
+         wiring(LR, "paper-preresnet")]),
+    "wrn-factor-0.1": (
+        "WRN's learning rate divided by 10 instead of 5",
+        [("train_nn.py", '"lr_factor": 0.2,', '"lr_factor": 0.1,')],
+        [S + "test_learning_rate_of_every_epoch_is_the_sources[paper-wrn]",
+         wiring(LR, "paper-wrn")]),
+    "bn-running-inv-std": (
+        "the paper architecture's running average of 1/std instead of the variance",
+        [("models.py", '"batch_norm": {"epsilon": 1e-5, "alpha": 0.1, "running": "var"}',
+          '"batch_norm": {"epsilon": 1e-5, "alpha": 0.1, "running": "inv_std"}')],
+        [S + "test_every_batch_norm_has_the_sources_epsilon_momentum_and_running_variance"
+             "[bottleneck-2-1-paper]"]),
+    "bottleneck-stride-on-3x3": (
+        "the paper bottleneck's stride on the 3x3 instead of the first 1x1",
+        [("models.py", '"bottleneck_stride_on": 0,', '"bottleneck_stride_on": 1,')],
+        [S + "test_every_convolution_has_the_sources_kernel_stride_and_planes"
+             "[bottleneck-2-1-paper]"]),
+    "plain-momentum": (
+        "Torch's SGD without the Nesterov term",
+        [("engine/updates.py",
+          "updates[param] = param - learning_rate * (grad + momentum * new_buffer)",
+          "updates[param] = param - learning_rate * new_buffer")],
+        [wiring(OPTIMISER, "paper-preresnet")]),
+    "seed-decay-on-everything": (
+        "the seed recipe's L2 penalty replaced by Torch's decay of every parameter",
+        [("train_nn.py", '"decay": "l2_loss_regularizable",', '"decay": "gradient_all",')],
+        [S + "test_weight_decay_reaches_the_parameters_the_source_decays[seed]",
+         wiring(DECAY, "seed")]),
+    "paper-pixel-mean": (
+        "the paper recipe normalised by the mean image instead of per-channel mean/std",
+        [("train_nn.py", '"normalisation": "channel_mean_std",\n        "pad": 4,\n'
+                         '        "pad_mode": "zero",  # t.RandomCrop',
+          '"normalisation": "pixel_mean",\n        "pad": 4,\n'
+          '        "pad_mode": "zero",  # t.RandomCrop')],
+        [S + "test_recipe_values_are_the_sources[paper-preresnet]",
+         wiring(NORMALISATION, "paper-preresnet")]),
+}
+
+
+def copy_project(target):
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT_DIR,
+                           check=True, capture_output=True, text=True).stdout.splitlines()
+    for name in names:
+        source = os.path.join(PROJECT_DIR, name)
+        if not os.path.isfile(source):
+            continue  # deleted but not yet staged
+        os.makedirs(os.path.dirname(os.path.join(target, name)), exist_ok=True)
+        shutil.copy2(source, os.path.join(target, name))
+
+
+def run_tests(copy, tests):
+    """(exit status, failed test ids, seconds)."""
+    started = time.time()
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p",
+                             "no:cacheprovider", "-o", "addopts="] + list(tests),
+                            cwd=copy, capture_output=True, text=True, timeout=1800)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", result.stdout, re.M)
+    return result.returncode, failed, time.time() - started, result.stdout
+
+
+def apply(copy, substitutions):
+    """Plant a bug; returns what to write back."""
+    originals = {}
+    for path, old, new in substitutions:
+        full = os.path.join(copy, path)
+        with open(full) as f:
+            text = f.read()
+        originals.setdefault(full, text)
+        if text.count(old) != 1:
+            raise SystemExit("%s: %r found %d times, expected once (the code changed: "
+                             "update the bug)" % (path, old, text.count(old)))
+        with open(full, "w") as f:
+            f.write(text.replace(old, new))
+    return originals
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bugs", nargs="*", help="names (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the bugs and exit")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    args = parser.parse_args()
+    if args.list:
+        for name, (what, _, tests) in BUGS.items():
+            print("%-40s %s\n%40s caught by: %s" % (name, what, "", ", ".join(tests)))
+        return 0
+    unknown = [name for name in args.bugs if name not in BUGS]
+    if unknown:
+        parser.error("unknown bug(s): %s (see --list)" % ", ".join(unknown))
+    chosen = args.bugs or list(BUGS)
+    print("THEANO_FLAGS=%s" % os.environ.get("THEANO_FLAGS", ""), flush=True)
+    copy = tempfile.mkdtemp(prefix="plant-bugs-")
+    try:
+        copy_project(copy)
+        targeted = sorted({test for name in chosen for test in BUGS[name][2]})
+        status, failed, seconds, output = run_tests(copy, targeted)
+        print("unpatched copy: %d targeted tests, exit %d, %.0f s" % (
+            len(targeted), status, seconds), flush=True)
+        if status != 0:
+            print(output[-5000:])
+            return 1
+        rows, missed = [], []
+        for name in chosen:
+            what, substitutions, expected = BUGS[name]
+            originals = apply(copy, substitutions)
+            try:
+                status, failed, seconds, output = run_tests(copy, expected)
+            finally:
+                for path, text in originals.items():
+                    with open(path, "w") as f:
+                        f.write(text)
+            caught = status == 1 and set(expected) <= set(failed)
+            if not caught:
+                missed.append(name)
+                print(output[-3000:])
+            rows.append((name, what, failed, seconds, caught))
+            print("%s: %s, %.0f s: %s" % (name, "caught" if caught else "NOT CAUGHT", seconds,
+                                          ", ".join(failed) or "no test failed"), flush=True)
+        print("\n| bug | what | tests that failed | seconds |\n| --- | --- | --- | --- |")
+        for name, what, failed, seconds, caught in rows:
+            print("| %s | %s | %s | %.0f |" % (name if caught else name + " (NOT CAUGHT)", what,
+                                               "<br>".join(t.replace("tests/", "") for t in failed),
+                                               seconds))
+        return 1 if missed else 0
+    finally:
+        if args.keep:
+            print("copy kept: %s" % copy)
+        else:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""What the training loop really does, step by step, compared with the recipes'
+sources: instrumented short runs of tiny networks, and a run that must learn.
+
+Each run goes through ``train_nn.train`` in-process. The instruments wrap,
+from the outside, what the loop calls (no hook in the project's code):
+
+- ``train_nn.compile_training_step``: around every step the parameters and
+  the momentum buffers before and after it, the learning rate it was given
+  and the plain cross-entropy gradient of its batch (an independent Theano
+  function of the same network). From these the test solves the source's
+  optimiser equations for the learning rate that moved the parameters and the
+  weight decay each parameter received, and sees whether the buffers had been
+  restarted.
+- ``utils.make_batch``: every training batch and what it was made from; the
+  test finds, pixel by pixel, each image's crop offset, flip and padding, and
+  the normalisation that produced its values.
+- ``utils.normalisation_stats``: which images the statistics came from.
+
+The runs start just before the source's first learning-rate change (the
+Trainer's progress set to that epoch): the real milestones, not moved ones.
+Every trainable parameter is made non-zero first, so that the weight decay of
+each (biases and batch-norm shifts start at 0) can be seen.
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+
+import engine  # noqa: F401  (configures Theano)
+import theano
+import theano.tensor as T
+from lasagne.layers import get_all_params, get_output
+from lasagne.objectives import categorical_crossentropy
+
+import models
+import train_nn
+import utils
+from conftest import (DECAY_REACH, MOMENTUM_RESTARTS, SOURCES, pairs, read_log,
+                      write_tiny_cifar10)
+
+# Every test here trains (short) runs.
+pytestmark = pytest.mark.slow
+
+
+def quiet(*args):
+    pass
+
+
+# Each run covers three epochs around the source's first learning-rate change
+# (1-based epochs): fb.resnet.torch's decay at 81, wide-residual-networks'
+# updateLR (and momentum restart) at 60, the old repository's 0.01 -> 0.1 at
+# its epoch 10 (0-based), our 11.
+RUNS = {
+    "paper-preresnet": {"network": ("normal", 1, 1, "paper"), "first_epoch": 80},
+    "paper-wrn": {"network": ("wide", 1, 1, "paper"), "first_epoch": 59},
+    # 200 tiny images cannot leave a validation split of 5,000
+    "seed": {"network": ("normal", 1, 1, "seed"), "first_epoch": 10,
+             "overrides": {"val_size": 50}},
+}
+EPOCHS_RUN = 3
+
+
+class Instruments:
+    """Records what the loop uses; installed with ``monkeypatch``."""
+
+    def __init__(self, monkeypatch, first_epoch):
+        self.steps, self.batches, self.stats_calls = [], [], []
+        self.epoch = None
+        self._install(monkeypatch, first_epoch)
+
+    def _install(self, monkeypatch, first_epoch):
+        real_compile = train_nn.compile_training_step
+        real_make_batch = utils.make_batch
+        real_stats = utils.normalisation_stats
+        real_init = train_nn.Trainer.__init__
+        real_run_epoch = train_nn.Trainer.run_epoch
+
+        def compile_training_step(net, recipe):
+            step, learning_rate, buffers = real_compile(net, recipe)
+            return self._instrumented(net, step, learning_rate, buffers), learning_rate, buffers
+
+        def make_batch(images, labels, plan, start, stop, stats, pad, pad_mode):
+            out = real_make_batch(images, labels, plan, start, stop, stats, pad, pad_mode)
+            self.batches.append({"images": images, "labels": labels,
+                                 "picks": plan["order"][start:stop], "stats": stats,
+                                 "out": out})
+            return out
+
+        def normalisation_stats(kind, images):
+            stats = real_stats(kind, images)
+            self.stats_calls.append({"kind": kind, "images": images, "stats": stats})
+            return stats
+
+        def init(trainer, *args, **kwargs):
+            real_init(trainer, *args, **kwargs)
+            trainer.progress["epoch"] = first_epoch - 1
+            trainer.progress["iteration"] = (first_epoch - 1) * len(trainer.batches)
+            make_every_parameter_non_zero(trainer.net)
+
+        def run_epoch(trainer, stop):
+            self.epoch = trainer.progress["epoch"] + 1  # 1-based, as the sources count
+            return real_run_epoch(trainer, stop)
+
+        monkeypatch.setattr(train_nn, "compile_training_step", compile_training_step)
+        monkeypatch.setattr(utils, "make_batch", make_batch)
+        monkeypatch.setattr(utils, "normalisation_stats", normalisation_stats)
+        monkeypatch.setattr(train_nn.Trainer, "__init__", init)
+        monkeypatch.setattr(train_nn.Trainer, "run_epoch", run_epoch)
+
+    def _instrumented(self, net, step, learning_rate, buffers):
+        params = get_all_params(net.output, trainable=True)
+        by_name = {b.name: b for b in buffers}
+        assert sorted(by_name) == sorted(p.name + ".momentum" for p in params)
+        paired = [by_name[p.name + ".momentum"] for p in params]
+        labels = T.ivector("labels")
+        loss = categorical_crossentropy(get_output(net.output), labels).mean()
+        # no_default_updates: the batch-norm averages are the step's to update
+        gradient = theano.function([net.input_var, labels], T.grad(loss, params),
+                                   no_default_updates=True)
+
+        def instrumented_step(images, labels):
+            record = {"epoch": self.epoch, "given_lr": float(learning_rate.get_value()),
+                      "names": [p.name for p in params],
+                      "p0": [p.get_value() for p in params],
+                      "b0": [b.get_value() for b in paired],
+                      "g": gradient(images, labels)}
+            result = step(images, labels)
+            record["p1"] = [p.get_value() for p in params]
+            record["b1"] = [b.get_value() for b in paired]
+            self.steps.append(record)
+            return result
+        return instrumented_step
+
+
+def make_every_parameter_non_zero(net):
+    rng = np.random.default_rng(7)
+    for param in get_all_params(net.output, trainable=True):
+        value = param.get_value()
+        kind = param.name.rsplit(".", 1)[1]
+        if kind in ("b", "beta"):
+            value = rng.normal(0, 0.3, value.shape)
+        elif kind == "gamma":
+            value = rng.uniform(0.5, 1.5, value.shape)
+        param.set_value(value.astype(param.dtype))
+
+
+# -----------------------------------------------------------------------------
+# The optimisers' equations, as the sources write them, solved for what the
+# step used. ``g`` is the loss gradient, ``k`` a parameter's decay factor.
+
+
+def _dot(a, b):
+    return float(np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64)))
+
+
+def solve_torch_sgd(record, momentum):
+    """torch/optim sgd.lua, nesterov, dampening 0: ``dfdx:add(wd, x)``;
+    buffer ``state.dfdx:mul(mom):add(1, dfdx)`` (a copy of dfdx the first
+    time, the same as from zero); ``dfdx:add(mom, state.dfdx)``;
+    ``x:add(-clr, dfdx)``. Returns the learning rate, each parameter's decay
+    factor and what the equations leave unexplained (relative, all parameters
+    together)."""
+    decay, num, den = {}, 0.0, 0.0
+    unexplained = Residual()
+    for name, p0, p1, b0, b1, g in pairs(record["names"], record["p0"], record["p1"],
+                                         record["b0"], record["b1"], record["g"]):
+        d = b1 - momentum * b0  # gradient plus decay
+        decay[name] = _dot(d - g, p0) / _dot(p0, p0)
+        unexplained.add(d - g - decay[name] * p0, d)
+        direction = d + momentum * b1
+        num += _dot(p0 - p1, direction)
+        den += _dot(direction, direction)
+    lr = num / den
+    for p0, p1, b0, b1 in pairs(record["p0"], record["p1"], record["b0"], record["b1"]):
+        unexplained.add(p0 - p1 - lr * (b1 - momentum * b0 + momentum * b1), p0 - p1)
+    return lr, decay, unexplained.value()
+
+
+def solve_lasagne_nesterov(record, momentum):
+    """lasagne.updates.nesterov_momentum: ``v <- momentum * v - lr * d``,
+    ``p <- p + momentum * v - lr * d`` with ``d = g + k * p``. Each parameter's
+    ``lr * d`` is split into ``lr * g`` and ``lr * k * p`` by least squares."""
+    decay, rates = {}, []
+    unexplained = Residual()
+    for name, p0, p1, b0, b1, g in pairs(record["names"], record["p0"], record["p1"],
+                                         record["b0"], record["b1"], record["g"]):
+        lr_d = momentum * b0 - b1
+        a = np.stack([g.ravel(), p0.ravel()], axis=1).astype(np.float64)
+        (rate, rate_k), *_ = np.linalg.lstsq(a, lr_d.ravel().astype(np.float64), rcond=None)
+        if _dot(g, g) > 1e-6 * _dot(p0, p0):  # a learning rate only where there is a gradient
+            rates.append(rate)
+        decay[name] = rate_k / rate
+        unexplained.add(lr_d - rate * g - rate_k * p0, lr_d)
+        unexplained.add(p1 - p0 - momentum * b1 + lr_d, p1 - p0)
+    return float(np.median(rates)), decay, unexplained.value()
+
+
+class Residual:
+    """sqrt(sum |unexplained|^2 / sum |explained|^2) over all parameters (some,
+    such as the old graphs' biases before a batch norm, barely move at all)."""
+
+    def __init__(self):
+        self.left = self.scale = 0.0
+
+    def add(self, left, scale):
+        self.left += _dot(left, left)
+        self.scale += _dot(scale, scale)
+
+    def value(self):
+        return math.sqrt(self.left / self.scale)
+
+
+SOLVERS = {"nesterov_torch": solve_torch_sgd, "nesterov_lasagne": solve_lasagne_nesterov}
+
+
+# -----------------------------------------------------------------------------
+# Augmentation, read back from the pixels.
+
+EDGE = 4  # the sources pad by 4: every crop keeps the centre 24x24 of its image
+
+
+def decode_augmentation(image, source, pad=EDGE):
+    """(dy, dx, flipped, padding) that turn ``source`` (a normalised image) into
+    ``image``: a 32x32 crop at offset (dy, dx) of the image padded by ``pad``,
+    mirrored left-right when flipped; padding is 'zero', 'reflect' (mirrored
+    without repeating the border pixel: numpy's 'reflect', Torch's
+    SpatialReflectionPadding), 'none' (the crop is the image itself) or None
+    when no such transformation explains the pixels."""
+    inner = 32 - 2 * pad
+    windows = np.lib.stride_tricks.sliding_window_view(source, (inner, inner), axis=(1, 2))
+    best = None
+    for flipped in (False, True):
+        centre = image[:, pad:32 - pad, pad:32 - pad]
+        if flipped:
+            centre = centre[:, :, ::-1]
+        error = np.abs(windows - centre[:, None, None]).max(axis=(0, 3, 4))
+        dy, dx = np.unravel_index(np.argmin(error), error.shape)
+        if best is None or error[dy, dx] < best[0]:
+            best = (error[dy, dx], int(dy), int(dx), flipped)
+    error, dy, dx, flipped = best
+    if error > 1e-4:
+        return None
+    found = []
+    for mode in ("zero", "reflect"):
+        padded = np.pad(source, ((0, 0), (pad, pad), (pad, pad)),
+                        mode="constant" if mode == "zero" else "reflect")
+        crop = padded[:, dy:dy + 32, dx:dx + 32]
+        if np.allclose(crop[:, :, ::-1] if flipped else crop, image, atol=1e-4):
+            found.append(mode)
+    padding = "none" if len(found) == 2 else found[0] if found else None
+    return dy, dx, flipped, padding
+
+
+def source_statistics(kind, images):
+    """The normalisation the sources apply, from ``images`` (float64): per
+    channel mean and standard deviation (fb.resnet.torch datasets/cifar10.lua
+    meanstd, "computed from entire CIFAR-10 training set") or the mean image
+    (the old repository's pixel mean of its training part)."""
+    x = images.astype(np.float64)
+    if kind == "channel_mean_std":
+        return x.mean(axis=(0, 2, 3))[:, None, None], x.std(axis=(0, 2, 3))[:, None, None]
+    return x.mean(axis=0), np.ones((1, 1, 1))
+
+
+# -----------------------------------------------------------------------------
+# The runs
+
+
+def tiny_config(family, data_dir, overrides=None, network=None):
+    variant, depth, width, arch = network or RUNS[family]["network"]
+    return {"network": models.network_info(variant, depth, width, arch, "cifar10"),
+            "recipe": train_nn.resolve_recipe(family, variant, overrides),
+            "seed": 0, "limit": 0, "data_dir": str(data_dir), "test_every": 0}
+
+
+@pytest.fixture(scope="module", params=sorted(RUNS))
+def run(request, tmp_path_factory):
+    family = request.param
+    spec = RUNS[family]
+    root = tmp_path_factory.mktemp(family)
+    write_tiny_cifar10(root / "data")  # 200 training images, 100 test images
+    data = utils.load_dataset("cifar10", str(root / "data"), log=quiet)
+    overrides = dict(spec.get("overrides", {}),
+                     epochs=spec["first_epoch"] - 1 + EPOCHS_RUN)
+    config = tiny_config(family, root / "data", overrides)
+    os.makedirs(root / "run")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        instruments = Instruments(monkeypatch, spec["first_epoch"])
+        train_nn.train(config, data, str(root / "run"), log=quiet)
+    solve = SOLVERS[SOURCES[family]["optimizer"]]
+    for record in instruments.steps:
+        record["lr"], record["decay"], record["residual"] = solve(
+            record, SOURCES[family]["momentum"])
+        record["restarted"] = all((b == 0).all() for b in record["b0"])
+    return {"family": family, "source": SOURCES[family], "steps": instruments.steps,
+            "batches": instruments.batches, "stats_calls": instruments.stats_calls,
+            "data": data, "log": read_log(root / "run"),
+            "epochs": list(range(spec["first_epoch"], spec["first_epoch"] + EPOCHS_RUN))}
+
+
+def test_the_run_went_through_its_epochs_and_steps(run):
+    epochs = [record["epoch"] for record in run["steps"]]
+    assert sorted(set(epochs)) == run["epochs"]
+    assert len(run["steps"]) == len(run["batches"]) >= len(run["epochs"])
+    assert [int(row["epoch"]) for row in run["log"]] == run["epochs"]
+
+
+def test_every_step_moves_the_parameters_by_the_sources_optimiser(run):
+    """The update of every parameter fits the source's equations (Torch's
+    Nesterov SGD or Lasagne's) with one learning rate and one decay factor per
+    parameter."""
+    for record in run["steps"]:
+        assert record["residual"] < 2e-3, record["epoch"]
+
+
+def test_every_step_uses_the_sources_learning_rate(run):
+    schedule = run["source"]["schedule"]
+    used = [(r["epoch"], round(r["lr"], 6)) for r in run["steps"]]
+    expected = [(r["epoch"], round(schedule(r["epoch"]), 6)) for r in run["steps"]]
+    assert used == expected
+    for record in run["steps"]:
+        assert record["given_lr"] == pytest.approx(schedule(record["epoch"]), rel=1e-6)
+
+
+def test_momentum_restarts_exactly_where_the_source_rebuilds_its_state(run):
+    """At the run's first step the buffers are new; afterwards only at the
+    first step of an epoch in which the source rebuilds its optimiser state."""
+    restarts = MOMENTUM_RESTARTS[run["family"]]
+    seen = []
+    for i, record in enumerate(run["steps"]):
+        first_of_epoch = i == 0 or run["steps"][i - 1]["epoch"] != record["epoch"]
+        seen.append(record["restarted"])
+        expected = i == 0 or (first_of_epoch and record["epoch"] in restarts)
+        assert record["restarted"] == expected, (i, record["epoch"])
+    assert seen.count(True) == 1 + len(restarts & set(run["epochs"][1:]))
+
+
+def test_weight_decay_reaches_the_parameters_the_source_decays(run):
+    reach = DECAY_REACH[run["family"]]
+    for record in run["steps"]:
+        kinds = set()
+        for name, factor in record["decay"].items():
+            kind = name.rsplit(".", 1)[1]
+            kinds.add(kind)
+            assert factor == pytest.approx(reach[kind], rel=0.02, abs=2e-6), (record["epoch"], name)
+        assert kinds == set(reach)
+
+
+def test_batches_are_padded_cropped_and_flipped_as_the_source_does(run):
+    """Each training image is the normalised source image, padded by 4 (zeros
+    or mirrored, per the source), cropped at an offset in 0..8 and mirrored
+    left-right in about half of the cases."""
+    source = run["source"]
+    mean, std = source_statistics(source["normalisation"], run["batches"][0]["images"])
+    decoded = []
+    for batch in run["batches"]:
+        images, labels = batch["out"]
+        np.testing.assert_array_equal(labels, batch["labels"][batch["picks"]])
+        originals = (batch["images"][batch["picks"]] - mean) / std
+        assert images.shape == originals.shape
+        found = [decode_augmentation(image, original)
+                 for image, original in pairs(images, originals)]
+        assert None not in found, "an image that no crop, flip and padding of its source explains"
+        flips = [flip for _, _, flip, _ in found]
+        assert 0 < sum(flips) < len(flips)  # per image, not one coin per batch
+        decoded += found
+    offsets = {dy for dy, _, _, _ in decoded} | {dx for _, dx, _, _ in decoded}
+    assert offsets == set(range(2 * source["pad"] + 1))
+    paddings = {padding for _, _, _, padding in decoded}
+    assert paddings - {"none"} == {source["pad_mode"]}
+    flipped = np.mean([flip for _, _, flip, _ in decoded])
+    assert 0.4 < flipped < 0.6, flipped
+
+
+def test_normalisation_comes_from_the_training_images_used(run):
+    calls = run["stats_calls"]
+    assert len(calls) == 1
+    kind, images = calls[0]["kind"], calls[0]["images"]
+    assert kind == run["source"]["normalisation"]
+    trained_on = run["batches"][0]["images"]
+    assert all(batch["images"] is trained_on for batch in run["batches"])
+    np.testing.assert_array_equal(images, trained_on)
+    assert not np.array_equal(images, run["data"]["test_x"][:len(images)])
+    picked = np.concatenate([batch["picks"] for batch in run["batches"]])
+    assert set(picked) <= set(range(len(trained_on)))
+    mean, std = source_statistics(kind, trained_on)
+    for batch in run["batches"]:
+        assert batch["stats"] is calls[0]["stats"]
+        np.testing.assert_allclose(batch["stats"]["mean"], mean, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(batch["stats"]["std"], std, rtol=1e-5)
+
+
+def test_log_csv_reports_the_learning_rate_the_steps_used(run):
+    last_of_epoch = {record["epoch"]: record["lr"] for record in run["steps"]}
+    for row in run["log"]:
+        epoch = int(row["epoch"])
+        assert float(row["lr"]) == pytest.approx(last_of_epoch[epoch], rel=1e-3)
+        assert float(row["lr"]) == pytest.approx(run["source"]["schedule"](epoch), rel=1e-6)
+
+
+# -----------------------------------------------------------------------------
+# Learning
+
+
+def test_a_short_run_learns_the_learnable_data(tmp_path):
+    """Images whose colour depends on the class (conftest.make_images): four
+    short epochs of the paper recipe bring the training loss down every epoch
+    and the test error far below chance (90 %)."""
+    write_tiny_cifar10(tmp_path / "data", per_batch=100, test_count=200)
+    data = utils.load_dataset("cifar10", str(tmp_path / "data"), log=quiet)
+    config = tiny_config("paper-preresnet", tmp_path / "data",
+                         {"epochs": 4, "batch_size": 20}, ("normal", 1, 1, "paper"))
+    os.makedirs(tmp_path / "run")
+    last = train_nn.train(config, data, str(tmp_path / "run"), log=quiet)
+    rows = read_log(tmp_path / "run")
+    losses = [float(row["train_loss"]) for row in rows]
+    assert len(losses) == 4
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.75 * losses[0], losses
+    assert float(rows[-1]["train_error"]) < float(rows[0]["train_error"])
+    assert last["test_error"] < 40.0, last

@@ -1,8 +1,16 @@
 /* BatchNormTrain and BatchNormTrainGrad: batch normalisation of (B, C, ...)
    arrays over all axes but the channels, scale, shift and an optional ReLU,
-   forward and backward, in two passes each, one channel per thread. Sums
-   run in 8 float lanes (pr_sums) added into double accumulators, image by
+   forward and backward, one channel per thread. Sums run in 8 float lanes
+   (pr_sums, pr_deviation_sums) added into double accumulators, image by
    image in order: the same results for any number of threads.
+
+   The variance is computed in two passes over the channel (a first mean,
+   then the deviations from it and their squares), never as
+   sum(x^2)/n - mean^2: that difference cancels when a channel's mean is
+   large next to its spread (|mean|/std = 1000 left about three correct
+   digits in float32 partial sums, 10000 none). The deviations from a mean
+   are exact in float32 wherever the values lie within a factor 2 of it,
+   and their sum corrects the first mean for its rounding.
 
    Needs support.c before it. */
 
@@ -19,36 +27,68 @@ static void pr_sums(const float *a, const float *b, long n, float *sum_a, float 
     *sum_a = ta; *sum_ab = tab;
 }
 
+/* Sum of a[0..n), in 8 float lanes (vectorised). */
+static float pr_sum(const float *a, long n) {
+    float sa[8] = {0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; ++l) sa[l] += a[i + l];
+    float ta = 0.f;
+    for (; i < n; ++i) ta += a[i];
+    for (int l = 0; l < 8; ++l) ta += sa[l];
+    return ta;
+}
+
+/* Sum of the deviations d = a[i] - center over a[0..n) and of d*d, in 8
+   float lanes (vectorised) per call; callers add the results into doubles. */
+static void pr_deviation_sums(const float *a, float center, long n, float *sum_d, float *sum_dd) {
+    float sd[8] = {0}, sdd[8] = {0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; ++l) {
+            const float d = a[i + l] - center;
+            sd[l] += d; sdd[l] += d * d;
+        }
+    float td = 0.f, tdd = 0.f;
+    for (; i < n; ++i) { const float d = a[i] - center; td += d; tdd += d * d; }
+    for (int l = 0; l < 8; ++l) { td += sd[l]; tdd += sdd[l]; }
+    *sum_d = td; *sum_dd = tdd;
+}
+
 /* ---- The computations: no Python, no GIL ---- */
 
-/* x (B, C, P) normalised per channel: y = x * scale + shift with scale =
-   gamma / sqrt(var + eps), shift = beta - mean * scale, clamped at zero when
-   relu; the batch mean, 1 / sqrt(var + eps) and the (biased) variance per
-   channel into md, id and vd. */
+/* x (B, C, P) normalised per channel: y = (x - mean) * scale + beta with
+   scale = gamma / sqrt(var + eps) (pr_bn_affine), clamped at zero when relu;
+   the batch mean, 1 / sqrt(var + eps) and the (biased) variance per channel
+   into md, id and vd. Three passes over each channel: its sum, its
+   deviations from the mean that sum gives, and the output. */
 static void pr_batchnorm_train_compute(const float *xd, const float *g, const float *be,
                                        float *yd, float *md, float *id, float *vd,
                                        int B, int C, long P, double eps, int relu) {
     const double n = (double)B * P;
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; ++c) {
-        double sum = 0, sum_sq = 0;
+        double sum = 0;
+        for (int b = 0; b < B; ++b)
+            sum += pr_sum(xd + ((long)b * C + c) * P, P);
+        const float first = (float)(sum / n);
+        double sum_d = 0, sum_dd = 0;
         for (int b = 0; b < B; ++b) {
-            const float *seg = xd + ((long)b * C + c) * P;
-            float a, aa;
-            pr_sums(seg, seg, P, &a, &aa);
-            sum += a; sum_sq += aa;
+            float d, dd;
+            pr_deviation_sums(xd + ((long)b * C + c) * P, first, P, &d, &dd);
+            sum_d += d; sum_dd += dd;
         }
-        const double mu = sum / n;
-        double v = sum_sq / n - mu * mu;
+        const double shift = sum_d / n;  /* the exact mean is first + shift */
+        double v = sum_dd / n - shift * shift;
         if (v < 0) v = 0;
-        const double inv = 1.0 / sqrt(v + eps);
-        md[c] = (float)mu; vd[c] = (float)v; id[c] = (float)inv;
-        const float scale = (float)(g[c] * inv), shift = (float)(be[c] - mu * g[c] * inv);
+        const float mu = (float)((double)first + shift), inv = (float)(1.0 / sqrt(v + eps));
+        md[c] = mu; vd[c] = (float)v; id[c] = inv;
+        const float scale = g[c] * inv, bet = be[c];
         for (int b = 0; b < B; ++b) {
             const float *seg = xd + ((long)b * C + c) * P;
             float *out = yd + ((long)b * C + c) * P;
             for (long q = 0; q < P; ++q) {
-                const float z = seg[q] * scale + shift;
+                const float z = pr_bn_affine(seg[q], mu, scale, bet);
                 out[q] = (relu && z < 0.f) ? 0.f : z;
             }
         }
@@ -75,14 +115,15 @@ static int pr_batchnorm_train_grad_compute(const float *xd, const float *dyd, co
     #pragma omp for schedule(static)
     for (int c = 0; c < C; ++c) {
         const float mu = md[c], inv = id[c], gam = g[c], bet = be[c];
+        const float scale = gam * inv;  /* as the forward computed it */
         float *gseg = gx, *xhat = gx + P;
         double sum_g = 0, sum_gx = 0;
         for (int b = 0; b < B; ++b) {
             const float *xs = xd + ((long)b * C + c) * P, *ds = dyd + ((long)b * C + c) * P;
             for (long q = 0; q < P; ++q) {
-                const float h = (xs[q] - mu) * inv;
-                xhat[q] = h;
-                gseg[q] = (relu && h * gam + bet < 0.f) ? 0.f : ds[q];
+                xhat[q] = (xs[q] - mu) * inv;
+                /* the forward's output was clamped where this is negative */
+                gseg[q] = (relu && pr_bn_affine(xs[q], mu, scale, bet) < 0.f) ? 0.f : ds[q];
             }
             float a, ab;
             pr_sums(gseg, xhat, P, &a, &ab);
@@ -91,13 +132,12 @@ static int pr_batchnorm_train_grad_compute(const float *xd, const float *dyd, co
         dbd[c] = (float)sum_g;
         dgd[c] = (float)sum_gx;
         const float mean_g = (float)(sum_g / n), mean_gx = (float)(sum_gx / n);
-        const float scale = gam * inv;
         for (int b = 0; b < B; ++b) {
             const float *xs = xd + ((long)b * C + c) * P, *ds = dyd + ((long)b * C + c) * P;
             float *out = dxd + ((long)b * C + c) * P;
             for (long q = 0; q < P; ++q) {
                 const float h = (xs[q] - mu) * inv;
-                const float gq = (relu && h * gam + bet < 0.f) ? 0.f : ds[q];
+                const float gq = (relu && pr_bn_affine(xs[q], mu, scale, bet) < 0.f) ? 0.f : ds[q];
                 out[q] = scale * (gq - mean_g - h * mean_gx);
             }
         }

@@ -15,10 +15,12 @@ casts. Here:
   cache-sized chunks of images for the few stride-2 convolutions; all cores
   through OpenMP.
 - ``BatchNormTrain`` and ``BatchNormTrainGrad`` compute batch statistics,
-  normalisation, scale, shift and an optional ReLU in three passes forward
-  (the variance from the deviations from a first mean: numerically stable
-  for any mean) and two backward, one channel per thread, with 8-lane float
-  partial sums added into double accumulators.
+  normalisation, scale, shift and an optional ReLU in two passes forward and
+  two backward, one channel per thread, with float partial sums in vector
+  lanes combined in doubles. The variance comes from the deviations from a
+  mean (each image's values get a second look while they are in the L1
+  cache; the images' statistics are combined pairwise), never from
+  ``mean(x**2) - mean**2``: it holds for any mean.
 
 Every result is the same, bit for bit, for any number of threads: work is cut
 by the shapes alone and partial sums are added in a fixed order. Tests compare
@@ -218,9 +220,10 @@ class BatchNormTrain(_COp):
 
     Outputs: the result, and the batch mean, ``1 / sqrt(var + epsilon)`` and
     the (biased) variance per channel, for the running averages. The
-    variance is the mean squared deviation from the mean (two passes), never
-    ``mean(x**2) - mean**2``, which cancels when a channel's mean is large
-    next to its spread.
+    variance is the mean squared deviation from the mean (each image's part
+    of a channel in two passes, the parts combined with Chan et al.'s
+    pairwise update), never ``mean(x**2) - mean**2``, which cancels when a
+    channel's mean is large next to its spread.
     """
 
     __props__ = ("epsilon", "relu")

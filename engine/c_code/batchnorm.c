@@ -1,16 +1,20 @@
 /* BatchNormTrain and BatchNormTrainGrad: batch normalisation of (B, C, ...)
    arrays over all axes but the channels, scale, shift and an optional ReLU,
-   forward and backward, one channel per thread. Sums run in 8 float lanes
-   (pr_sums, pr_deviation_sums) added into double accumulators, image by
-   image in order: the same results for any number of threads.
+   forward and backward, one channel per thread. Sums run in float vector
+   lanes (pr_sums: 8, pr_sum and pr_deviation_sums: 32) and are combined in
+   doubles, image by image in order: the same results for any number of
+   threads.
 
-   The variance is computed in two passes over the channel (a first mean,
-   then the deviations from it and their squares), never as
-   sum(x^2)/n - mean^2: that difference cancels when a channel's mean is
-   large next to its spread (|mean|/std = 1000 left about three correct
-   digits in float32 partial sums, 10000 none). The deviations from a mean
-   are exact in float32 wherever the values lie within a factor 2 of it,
-   and their sum corrects the first mean for its rounding.
+   The variance is never sum(x^2)/n - mean^2: that difference cancels when a
+   channel's mean is large next to its spread (|mean|/std = 1000 left about
+   three correct digits in float32 partial sums, 10000 none). Each image's
+   part of a channel (its P values, in the L1 cache after the first pass)
+   gets two passes: a first mean, then the deviations from it and their
+   squares (exact in float32 wherever the values lie within a factor 2 of
+   it; their sum corrects the first mean for its rounding). The images' means
+   and sums of squared deviations are combined in doubles with Chan, Golub
+   and LeVeque's pairwise update, image after image: the channel is read from
+   memory once for its statistics, as the one-pass formula read it.
 
    Needs support.c before it. */
 
@@ -27,32 +31,43 @@ static void pr_sums(const float *a, const float *b, long n, float *sum_a, float 
     *sum_a = ta; *sum_ab = tab;
 }
 
-/* Sum of a[0..n), in 8 float lanes (vectorised). */
-static float pr_sum(const float *a, long n) {
-    float sa[8] = {0};
-    long i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; ++l) sa[l] += a[i + l];
-    float ta = 0.f;
-    for (; i < n; ++i) ta += a[i];
-    for (int l = 0; l < 8; ++l) ta += sa[l];
-    return ta;
+/* The statistics' passes over an image's part of a channel run in 32 float
+   lanes: four independent vector sums, not one whose every addition waits
+   for the previous one. */
+#define PR_LANES 32
+
+/* The sum of the PR_LANES lanes of s (which it overwrites), halving them in
+   place: a fixed order, in vector additions. */
+static float pr_lane_total(float *s) {
+    for (int width = PR_LANES / 2; width >= 1; width /= 2)
+        for (int l = 0; l < width; ++l) s[l] += s[l + width];
+    return s[0];
 }
 
-/* Sum of the deviations d = a[i] - center over a[0..n) and of d*d, in 8
-   float lanes (vectorised) per call; callers add the results into doubles. */
-static void pr_deviation_sums(const float *a, float center, long n, float *sum_d, float *sum_dd) {
-    float sd[8] = {0}, sdd[8] = {0};
+/* Sum of a[0..n), in PR_LANES float lanes (vectorised). */
+static float pr_sum(const float *a, long n) {
+    float sa[PR_LANES] = {0};
     long i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; ++l) {
+    for (; i + PR_LANES <= n; i += PR_LANES)
+        for (int l = 0; l < PR_LANES; ++l) sa[l] += a[i + l];
+    float ta = 0.f;
+    for (; i < n; ++i) ta += a[i];
+    return ta + pr_lane_total(sa);
+}
+
+/* Sum of the deviations d = a[i] - center over a[0..n) and of d*d, in
+   PR_LANES float lanes (vectorised). */
+static void pr_deviation_sums(const float *a, float center, long n, float *sum_d, float *sum_dd) {
+    float sd[PR_LANES] = {0}, sdd[PR_LANES] = {0};
+    long i = 0;
+    for (; i + PR_LANES <= n; i += PR_LANES)
+        for (int l = 0; l < PR_LANES; ++l) {
             const float d = a[i + l] - center;
             sd[l] += d; sdd[l] += d * d;
         }
     float td = 0.f, tdd = 0.f;
     for (; i < n; ++i) { const float d = a[i] - center; td += d; tdd += d * d; }
-    for (int l = 0; l < 8; ++l) { td += sd[l]; tdd += sdd[l]; }
-    *sum_d = td; *sum_dd = tdd;
+    *sum_d = td + pr_lane_total(sd); *sum_dd = tdd + pr_lane_total(sdd);
 }
 
 /* ---- The computations: no Python, no GIL ---- */
@@ -60,28 +75,29 @@ static void pr_deviation_sums(const float *a, float center, long n, float *sum_d
 /* x (B, C, P) normalised per channel: y = (x - mean) * scale + beta with
    scale = gamma / sqrt(var + eps) (pr_bn_affine), clamped at zero when relu;
    the batch mean, 1 / sqrt(var + eps) and the (biased) variance per channel
-   into md, id and vd. Three passes over each channel: its sum, its
-   deviations from the mean that sum gives, and the output. */
+   into md, id and vd. */
 static void pr_batchnorm_train_compute(const float *xd, const float *g, const float *be,
                                        float *yd, float *md, float *id, float *vd,
                                        int B, int C, long P, double eps, int relu) {
-    const double n = (double)B * P;
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; ++c) {
-        double sum = 0;
-        for (int b = 0; b < B; ++b)
-            sum += pr_sum(xd + ((long)b * C + c) * P, P);
-        const float first = (float)(sum / n);
-        double sum_d = 0, sum_dd = 0;
-        for (int b = 0; b < B; ++b) {
+        /* count, mean and sum of squared deviations of the images so far */
+        double count = 0, mean = 0, m2 = 0;
+        for (int b = 0; b < B && P > 0; ++b) {
+            const float *seg = xd + ((long)b * C + c) * P;
+            const float first = pr_sum(seg, P) / (float)P;
             float d, dd;
-            pr_deviation_sums(xd + ((long)b * C + c) * P, first, P, &d, &dd);
-            sum_d += d; sum_dd += dd;
+            pr_deviation_sums(seg, first, P, &d, &dd);
+            const double seg_mean = (double)first + (double)d / P;
+            const double seg_m2 = (double)dd - (double)d * d / P;
+            const double total = count + P, delta = seg_mean - mean;
+            mean += delta * P / total;
+            m2 += seg_m2 + delta * delta * count * P / total;
+            count = total;
         }
-        const double shift = sum_d / n;  /* the exact mean is first + shift */
-        double v = sum_dd / n - shift * shift;
+        double v = count > 0 ? m2 / count : NAN;
         if (v < 0) v = 0;
-        const float mu = (float)((double)first + shift), inv = (float)(1.0 / sqrt(v + eps));
+        const float mu = count > 0 ? (float)mean : NAN, inv = (float)(1.0 / sqrt(v + eps));
         md[c] = mu; vd[c] = (float)v; id[c] = inv;
         const float scale = g[c] * inv, bet = be[c];
         for (int b = 0; b < B; ++b) {

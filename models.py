@@ -32,7 +32,7 @@ from collections import OrderedDict
 import numpy as np
 
 # engine first: importing it configures Theano before Lasagne imports Theano.
-from engine.layers import BatchNormLayer, Conv2DLayer
+from engine.layers import BatchNormLayer, CrossCorrelation2DLayer
 import theano
 import theano.tensor as T
 import lasagne
@@ -187,9 +187,9 @@ def bn_relu(incoming, spec, name):
 
 def conv(incoming, filters, size, stride, init_name, name, bias=False):
     in_channels = incoming.output_shape[1]
-    return Conv2DLayer(incoming, filters, size, stride,
-                       W=_conv_init(init_name, in_channels, filters, size),
-                       b=init.Constant(0) if bias else None, name=name)
+    return CrossCorrelation2DLayer(incoming, filters, size, stride,
+                                   W=_conv_init(init_name, in_channels, filters, size),
+                                   b=init.Constant(0) if bias else None, name=name)
 
 
 def residual_unit(incoming, filters, stride, unit, spec, preactivated=False,

@@ -89,7 +89,7 @@ def install_plain_layers():
                    + self.beta.dimshuffle("x", 0, "x", "x"))
             return T.nnet.relu(out) if self.relu else out
 
-    models.Conv2DLayer = StockConv
+    models.CrossCorrelation2DLayer = StockConv
     models.BatchNormLayer = TextbookBatchNorm
 
 

@@ -16,8 +16,11 @@ casts. Here:
   through OpenMP.
 - ``BatchNormTrain`` and ``BatchNormTrainGrad`` compute batch statistics,
   normalisation, scale, shift and an optional ReLU in two passes forward and
-  two backward, one channel per thread, with 8-lane float partial sums added
-  into double accumulators.
+  two backward, one channel per thread, with float partial sums in vector
+  lanes combined in doubles. The variance comes from the deviations from a
+  mean (each image's values get a second look while they are in the L1
+  cache; the images' statistics are combined pairwise), never from
+  ``mean(x**2) - mean**2``: it holds for any mean.
 
 Every result is the same, bit for bit, for any number of threads: work is cut
 by the shapes alone and partial sums are added in a fixed order. Tests compare
@@ -216,7 +219,11 @@ class BatchNormTrain(_COp):
     gamma, shift by beta and (``relu=True``) clamp at zero.
 
     Outputs: the result, and the batch mean, ``1 / sqrt(var + epsilon)`` and
-    the (biased) variance per channel, for the running averages.
+    the (biased) variance per channel, for the running averages. The
+    variance is the mean squared deviation from the mean (each image's part
+    of a channel in two passes, the parts combined with Chan et al.'s
+    pairwise update), never ``mean(x**2) - mean**2``, which cancels when a
+    channel's mean is large next to its spread.
     """
 
     __props__ = ("epsilon", "relu")
@@ -295,19 +302,21 @@ class BatchNormTrainGrad(_COp):
 
 
 # =============================================================================
-# Batch normalisation (+ ReLU) at inference: a per-channel affine map
+# Batch normalisation (+ ReLU) with given statistics: a per-channel affine map
 
 
 class ScaleShift(_COp):
-    """``x * scale[c] + shift[c]`` per channel, then (``relu=True``) clamped at
-    zero: batch normalisation with running averages folded into ``scale``
-    and ``shift``. One parallel pass (Theano's own elementwise loop runs on one
-    core)."""
+    """``(x - mean[c]) * scale[c] + shift[c]`` per channel, then (``relu=True``)
+    clamped at zero: batch normalisation with running averages, ``scale =
+    gamma * inv_std`` and ``shift = beta`` (Lasagne's formula; the mean is
+    subtracted first, so a mean that is large next to the spread costs no
+    precision). ``mean`` may be left out: ``x * scale[c] + shift[c]``. One
+    parallel pass (Theano's own elementwise loop runs on one core)."""
 
     __props__ = ("relu",)
     C_FILES = ("support.c", "scale_shift.c")
     C_CALL = """
-    if (pr_scale_shift(%(x)s, %(scale)s, %(shift)s, &%(y)s, %(relu)d)) {
+    if (pr_scale_shift(%(x)s, %(mean)s, %(scale)s, %(shift)s, &%(y)s, %(relu)d)) {
         %(fail)s
     }
     """
@@ -315,23 +324,29 @@ class ScaleShift(_COp):
     def __init__(self, relu):
         self.relu = bool(relu)
 
-    def make_node(self, x, scale, shift):
+    def make_node(self, x, scale, shift, mean=None):
         x, scale, shift = (T.as_tensor_variable(v) for v in (x, scale, shift))
-        _check_float32(x, scale, shift)
-        return Apply(self, [x, scale, shift], [x.type()])
+        mean = T.zeros_like(scale) if mean is None else T.as_tensor_variable(mean)
+        _check_float32(x, scale, shift, mean)
+        return Apply(self, [x, scale, shift, mean], [x.type()])
 
     def infer_shape(self, node, shapes):
         return [shapes[0]]
 
     def grad(self, inputs, output_grads):
-        x, scale, shift = inputs
+        x, scale, shift, mean = inputs
         (dy,) = output_grads
         if self.relu:
-            dy = dy * T.gt(self(x, scale, shift), 0)
+            dy = dy * T.gt(self(x, scale, shift, mean), 0)
         axes = (0, 2, 3)
-        return [dy * scale.dimshuffle("x", 0, "x", "x"), (dy * x).sum(axes), dy.sum(axes)]
+
+        def channel(v):
+            return v.dimshuffle("x", 0, "x", "x")
+        dy_sum = dy.sum(axes)
+        return [dy * channel(scale), (dy * (x - channel(mean))).sum(axes), dy_sum,
+                -dy_sum * scale]
 
     def c_code(self, node, name, inputs, outputs, sub):
-        (x, scale, shift), (y,) = inputs, outputs
-        return self.C_CALL % {"x": x, "scale": scale, "shift": shift, "y": y,
+        (x, scale, shift, mean), (y,) = inputs, outputs
+        return self.C_CALL % {"x": x, "mean": mean, "scale": scale, "shift": shift, "y": y,
                               "relu": int(self.relu), "fail": sub["fail"]}

@@ -1,8 +1,20 @@
 /* BatchNormTrain and BatchNormTrainGrad: batch normalisation of (B, C, ...)
    arrays over all axes but the channels, scale, shift and an optional ReLU,
-   forward and backward, in two passes each, one channel per thread. Sums
-   run in 8 float lanes (pr_sums) added into double accumulators, image by
-   image in order: the same results for any number of threads.
+   forward and backward, one channel per thread. Sums run in float vector
+   lanes (pr_sums: 8, pr_sum and pr_deviation_sums: 32) and are combined in
+   doubles, image by image in order: the same results for any number of
+   threads.
+
+   The variance is never sum(x^2)/n - mean^2: that difference cancels when a
+   channel's mean is large next to its spread (|mean|/std = 1000 left about
+   three correct digits in float32 partial sums, 10000 none). Each image's
+   part of a channel (its P values, in the L1 cache after the first pass)
+   gets two passes: a first mean, then the deviations from it and their
+   squares (exact in float32 wherever the values lie within a factor 2 of
+   it; their sum corrects the first mean for its rounding). The images' means
+   and sums of squared deviations are combined in doubles with Chan, Golub
+   and LeVeque's pairwise update, image after image: the channel is read from
+   memory once for its statistics, as the one-pass formula read it.
 
    Needs support.c before it. */
 
@@ -19,36 +31,80 @@ static void pr_sums(const float *a, const float *b, long n, float *sum_a, float 
     *sum_a = ta; *sum_ab = tab;
 }
 
+/* The statistics' passes over an image's part of a channel run in 32 float
+   lanes: four independent vector sums, not one whose every addition waits
+   for the previous one. */
+#define PR_LANES 32
+
+/* The sum of the PR_LANES lanes of s (which it overwrites), halving them in
+   place: a fixed order, in vector additions. */
+static float pr_lane_total(float *s) {
+    for (int width = PR_LANES / 2; width >= 1; width /= 2)
+        for (int l = 0; l < width; ++l) s[l] += s[l + width];
+    return s[0];
+}
+
+/* Sum of a[0..n), in PR_LANES float lanes (vectorised). */
+static float pr_sum(const float *a, long n) {
+    float sa[PR_LANES] = {0};
+    long i = 0;
+    for (; i + PR_LANES <= n; i += PR_LANES)
+        for (int l = 0; l < PR_LANES; ++l) sa[l] += a[i + l];
+    float ta = 0.f;
+    for (; i < n; ++i) ta += a[i];
+    return ta + pr_lane_total(sa);
+}
+
+/* Sum of the deviations d = a[i] - center over a[0..n) and of d*d, in
+   PR_LANES float lanes (vectorised). */
+static void pr_deviation_sums(const float *a, float center, long n, float *sum_d, float *sum_dd) {
+    float sd[PR_LANES] = {0}, sdd[PR_LANES] = {0};
+    long i = 0;
+    for (; i + PR_LANES <= n; i += PR_LANES)
+        for (int l = 0; l < PR_LANES; ++l) {
+            const float d = a[i + l] - center;
+            sd[l] += d; sdd[l] += d * d;
+        }
+    float td = 0.f, tdd = 0.f;
+    for (; i < n; ++i) { const float d = a[i] - center; td += d; tdd += d * d; }
+    *sum_d = td + pr_lane_total(sd); *sum_dd = tdd + pr_lane_total(sdd);
+}
+
 /* ---- The computations: no Python, no GIL ---- */
 
-/* x (B, C, P) normalised per channel: y = x * scale + shift with scale =
-   gamma / sqrt(var + eps), shift = beta - mean * scale, clamped at zero when
-   relu; the batch mean, 1 / sqrt(var + eps) and the (biased) variance per
-   channel into md, id and vd. */
+/* x (B, C, P) normalised per channel: y = (x - mean) * scale + beta with
+   scale = gamma / sqrt(var + eps) (pr_bn_affine), clamped at zero when relu;
+   the batch mean, 1 / sqrt(var + eps) and the (biased) variance per channel
+   into md, id and vd. */
 static void pr_batchnorm_train_compute(const float *xd, const float *g, const float *be,
                                        float *yd, float *md, float *id, float *vd,
                                        int B, int C, long P, double eps, int relu) {
-    const double n = (double)B * P;
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; ++c) {
-        double sum = 0, sum_sq = 0;
-        for (int b = 0; b < B; ++b) {
+        /* count, mean and sum of squared deviations of the images so far */
+        double count = 0, mean = 0, m2 = 0;
+        for (int b = 0; b < B && P > 0; ++b) {
             const float *seg = xd + ((long)b * C + c) * P;
-            float a, aa;
-            pr_sums(seg, seg, P, &a, &aa);
-            sum += a; sum_sq += aa;
+            const float first = pr_sum(seg, P) / (float)P;
+            float d, dd;
+            pr_deviation_sums(seg, first, P, &d, &dd);
+            const double seg_mean = (double)first + (double)d / P;
+            const double seg_m2 = (double)dd - (double)d * d / P;
+            const double total = count + P, delta = seg_mean - mean;
+            mean += delta * P / total;
+            m2 += seg_m2 + delta * delta * count * P / total;
+            count = total;
         }
-        const double mu = sum / n;
-        double v = sum_sq / n - mu * mu;
+        double v = count > 0 ? m2 / count : NAN;
         if (v < 0) v = 0;
-        const double inv = 1.0 / sqrt(v + eps);
-        md[c] = (float)mu; vd[c] = (float)v; id[c] = (float)inv;
-        const float scale = (float)(g[c] * inv), shift = (float)(be[c] - mu * g[c] * inv);
+        const float mu = count > 0 ? (float)mean : NAN, inv = (float)(1.0 / sqrt(v + eps));
+        md[c] = mu; vd[c] = (float)v; id[c] = inv;
+        const float scale = g[c] * inv, bet = be[c];
         for (int b = 0; b < B; ++b) {
             const float *seg = xd + ((long)b * C + c) * P;
             float *out = yd + ((long)b * C + c) * P;
             for (long q = 0; q < P; ++q) {
-                const float z = seg[q] * scale + shift;
+                const float z = pr_bn_affine(seg[q], mu, scale, bet);
                 out[q] = (relu && z < 0.f) ? 0.f : z;
             }
         }
@@ -75,14 +131,15 @@ static int pr_batchnorm_train_grad_compute(const float *xd, const float *dyd, co
     #pragma omp for schedule(static)
     for (int c = 0; c < C; ++c) {
         const float mu = md[c], inv = id[c], gam = g[c], bet = be[c];
+        const float scale = gam * inv;  /* as the forward computed it */
         float *gseg = gx, *xhat = gx + P;
         double sum_g = 0, sum_gx = 0;
         for (int b = 0; b < B; ++b) {
             const float *xs = xd + ((long)b * C + c) * P, *ds = dyd + ((long)b * C + c) * P;
             for (long q = 0; q < P; ++q) {
-                const float h = (xs[q] - mu) * inv;
-                xhat[q] = h;
-                gseg[q] = (relu && h * gam + bet < 0.f) ? 0.f : ds[q];
+                xhat[q] = (xs[q] - mu) * inv;
+                /* the forward's output was clamped where this is negative */
+                gseg[q] = (relu && pr_bn_affine(xs[q], mu, scale, bet) < 0.f) ? 0.f : ds[q];
             }
             float a, ab;
             pr_sums(gseg, xhat, P, &a, &ab);
@@ -91,13 +148,12 @@ static int pr_batchnorm_train_grad_compute(const float *xd, const float *dyd, co
         dbd[c] = (float)sum_g;
         dgd[c] = (float)sum_gx;
         const float mean_g = (float)(sum_g / n), mean_gx = (float)(sum_gx / n);
-        const float scale = gam * inv;
         for (int b = 0; b < B; ++b) {
             const float *xs = xd + ((long)b * C + c) * P, *ds = dyd + ((long)b * C + c) * P;
             float *out = dxd + ((long)b * C + c) * P;
             for (long q = 0; q < P; ++q) {
                 const float h = (xs[q] - mu) * inv;
-                const float gq = (relu && h * gam + bet < 0.f) ? 0.f : ds[q];
+                const float gq = (relu && pr_bn_affine(xs[q], mu, scale, bet) < 0.f) ? 0.f : ds[q];
                 out[q] = scale * (gq - mean_g - h * mean_gx);
             }
         }

@@ -37,3 +37,13 @@ static int pr_is_vector(PyArrayObject *array, npy_intp n, const char *what) {
     PyErr_Format(PyExc_ValueError, "%s: needs one value per channel (%ld)", what, (long)n);
     return 0;
 }
+
+/* Batch normalisation's affine map of one value: (x - mean) * scale + beta,
+   with scale = gamma * inv_std. Subtracting the mean first keeps the
+   result exact to float rounding however large the mean is next to the
+   spread (x * scale + (beta - mean * scale) would cancel). One definition
+   for every op, so that a backward op masks exactly where its forward op
+   clamped. */
+static inline float pr_bn_affine(float x, float mean, float scale, float beta) {
+    return (x - mean) * scale + beta;
+}

@@ -430,6 +430,26 @@ def launcher(args, sweep_dir, sweep):
                                           "python", "/app/train_nn.py"]
 
 
+def slurm_seconds(text):
+    """Seconds of a Slurm time: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; None if
+    it is none of these (Slurm will say)."""
+    days, _, rest = text.rpartition("-") if "-" in text else ("0", "", text)
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        days = int(days)
+    except ValueError:
+        return None
+    if "-" in text:   # D-H, D-H:M, D-H:M:S
+        parts += [0] * (3 - len(parts))
+    elif len(parts) == 1:   # minutes
+        parts = [0, parts[0], 0]
+    elif len(parts) == 2:   # M:S
+        parts = [0] + parts
+    if len(parts) != 3:
+        return None
+    return ((days * 24 + parts[0]) * 60 + parts[1]) * 60 + parts[2]
+
+
 def sbatch_options(args):
     lines = []
     for flag in ("partition", "time", "gres", "cpus_per_task", "mem", "account", "qos",
@@ -481,6 +501,11 @@ def submit(args):
     if not pending:
         print("nothing to submit; the table: python sweep/table.py report %s" % sweep_dir)
         return 0
+    limit = slurm_seconds(args.time) if args.time else None
+    if limit is not None and limit <= args.signal_before + 60:
+        raise SweepError("--time %s leaves no time to train before the warning %d s ahead "
+                         "of it (Slurm may send it 60 s early): raise --time or lower "
+                         "--signal-before" % (args.time, args.signal_before))
     if not args.dry_run and not shutil.which("sbatch"):
         raise SweepError("sbatch not found: on a machine without Slurm use "
                          "`python sweep/table.py run %s`, or --dry-run to write the "
@@ -686,7 +711,8 @@ def collect_runs(paths):
     runs, seen = [], set()
     for path in paths:
         for root, folders, files in os.walk(path):
-            folders[:] = sorted(f for f in folders if f not in ("report", "slurm"))
+            folders[:] = sorted(f for f in folders
+                                if f not in ("report", "slurm", "theano-cache"))
             if "config.json" in files:
                 run = read_run(root)
                 if run:
@@ -820,9 +846,13 @@ def markdown(rows, runs, title):
         for run in unfinished:
             last = ("%s (%d)" % (fmt(run["last_test"][1]), run["last_test"][0])
                     if run["last_test"] else "-")
-            checkpoint = ("epoch %d, iteration %d" % (run["checkpoint"][0] + 1,
-                                                     run["checkpoint"][1])
-                          if run["checkpoint"] else "none")
+            if not run["checkpoint"]:
+                checkpoint = "none"
+            elif run["checkpoint"][1] == 0:
+                checkpoint = "end of epoch %d" % run["checkpoint"][0]
+            else:
+                checkpoint = "epoch %d, iteration %d" % (run["checkpoint"][0] + 1,
+                                                         run["checkpoint"][1])
             total = "%d / %s" % (run["done"], run["epochs"] if run["epochs"] else "?")
             lines.append("| %s | %s | %s | %s |" % (run["name"], total, last, checkpoint))
     return "\n".join(lines) + "\n"

@@ -122,6 +122,7 @@ def test_selection_by_paper_names_or_commands_and_slurm_options(tmp_path):
     (["--networks", "normal 18", "--dropout", "0.3"], "dropout is defined for wide networks"),
     (["--networks", "PreResNet-57"], "give a paper name"),
     (["--networks", "wide 2"], "expected `wide DEPTH WIDTH`"),
+    (["--networks", "normal 1", "--time", "10:00"], "leaves no time to train"),
 ])
 def test_selection_errors_are_one_line(tmp_path, args, message):
     result = table("submit", tmp_path / "s", "--dry-run", *args)

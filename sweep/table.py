@@ -927,6 +927,8 @@ def plot(rows, path):
         if not any(run["curve"] for run in row["runs"]):
             ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center",
                     transform=ax.transAxes, color="grey")
+        last = max([run["epochs"] or run["done"] for run in row["runs"]] + [1])
+        ax.set_xlim(0, last + (1 if last < 20 else 0))   # the runs' whole length
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test error (%)")

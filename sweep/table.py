@@ -355,8 +355,6 @@ SWEEP={sweep_q}
 # the data folder (new and resumed runs):
 COMMON=({common})
 DATA=({data})
-# How train_nn.py is started:
-LAUNCH=({launch})
 
 case ${{SLURM_ARRAY_TASK_ID:?not set: submit with sbatch}} in
 {cases}
@@ -364,6 +362,14 @@ case ${{SLURM_ARRAY_TASK_ID:?not set: submit with sbatch}} in
 esac
 
 run=$SWEEP/runs/$RUN
+# Theano's compiled code goes to a cache of this run's own (a requeued run
+# finds it filled): Theano 1.0.5's cache is not safe for processes that start
+# at the same time (one deletes another's new module folder, which crashes it).
+cache={cache}
+mkdir -p -m 700 "$cache"
+export THEANO_FLAGS="${{THEANO_FLAGS:+$THEANO_FLAGS,}}base_compiledir=$cache"
+# How train_nn.py is started:
+LAUNCH=({launch})
 say() {{ echo "$(date '+%F %T') task $SLURM_ARRAY_TASK_ID ($RUN): $*"; }}
 say "job ${{SLURM_JOB_ID:-?}} on $(hostname), start $(( ${{SLURM_RESTART_COUNT:-0}} + 1 ))"
 if [ -f "$run/weights_final.npz" ]; then
@@ -418,16 +424,15 @@ def launcher(args, sweep_dir, sweep):
     """The command that starts train_nn.py, as words of the batch script."""
     python = os.path.abspath(args.python) if os.sep in args.python else args.python
     if not args.container:
-        return [python, TRAIN]
+        return bash_words([python, TRAIN])
     if not sweep.get("data_dir"):
         raise SweepError("--container needs --data-dir (the image's own data/ is read-only)")
-    cache = os.path.join(sweep_dir, "theano-cache")
-    os.makedirs(cache, exist_ok=True)
-    binds = [sweep_dir, sweep["data_dir"], cache + ":/cache/theano"]
+    # The image's THEANO_FLAGS name /cache/theano: the run's cache is bound there.
+    binds = '"%s,$cache:/cache/theano"' % ",".join([sweep_dir, sweep["data_dir"]])
     gpu = ["--nv"] if args.gres and "gpu" in args.gres else []
-    return ["apptainer", "exec"] + gpu + ["--bind", ",".join(binds),
-                                          os.path.abspath(args.container),
-                                          "python", "/app/train_nn.py"]
+    return " ".join([bash_words(["apptainer", "exec"] + gpu + ["--bind"]), binds,
+                     bash_words([os.path.abspath(args.container), "python",
+                                 "/app/train_nn.py"])])
 
 
 def slurm_seconds(text):
@@ -473,7 +478,9 @@ def write_script(args, sweep_dir, sweep, indices):
         job_name=args.job_name, array=array, project=PROJECT_DIR,
         options=sbatch_options(args), common=bash_words(sweep["common_args"]),
         data=bash_words(["--data-dir", sweep["data_dir"]] if sweep.get("data_dir") else []),
-        launch=bash_words(launcher(args, sweep_dir, sweep)), cases="\n".join(cases))
+        launch=launcher(args, sweep_dir, sweep), cases="\n".join(cases),
+        cache=('"$SWEEP/theano/shared"' if args.shared_compile_cache
+               else '"$SWEEP/theano/$RUN"'))
     with open(path, "w") as f:
         f.write(text)
     os.chmod(path, 0o755)
@@ -711,8 +718,7 @@ def collect_runs(paths):
     runs, seen = [], set()
     for path in paths:
         for root, folders, files in os.walk(path):
-            folders[:] = sorted(f for f in folders
-                                if f not in ("report", "slurm", "theano-cache"))
+            folders[:] = sorted(f for f in folders if f not in ("report", "slurm", "theano"))
             if "config.json" in files:
                 run = read_run(root)
                 if run:
@@ -1040,6 +1046,9 @@ def build_parser():
                        help="run train_nn.py inside this Apptainer/Singularity image "
                             "(built from the project's Docker image: apptainer exec "
                             "[--nv] IMAGE python /app/train_nn.py); needs --data-dir")
+    slurm.add_argument("--shared-compile-cache", action="store_true",
+                       help="one Theano compile cache for all runs (default: one per run; "
+                            "Theano's cache is not safe for runs that start together)")
     slurm.add_argument("--dry-run", action="store_true",
                        help="write the script and sweep.json, do not submit")
 

@@ -600,19 +600,16 @@ def run_local(args):
 def overrides_of(words):
     """train_nn.py arguments other than the network, the row's identity
     (dataset, recipe, dropout), the seed and file locations: `--epochs 3`."""
-    kept, i, positional = [], 0, 0
+    kept, i = [], 0
     while i < len(words):
-        word = words[i]
-        if word.startswith("--"):
-            key, _, value = word[2:].partition("=")
-            if not _:
+        if words[i].startswith("--"):
+            key, equals, value = words[i][2:].partition("=")
+            if not equals:   # --key value
                 value = words[i + 1] if i + 1 < len(words) else ""
                 i += 1
             if key not in NOT_OVERRIDES:
                 kept.append("--%s %s" % (key, value))
-        else:
-            positional += 1
-        i += 1
+        i += 1   # the network's words are skipped
     return " ".join(kept)
 
 
@@ -800,7 +797,7 @@ RUN_COLUMNS = ["run", "network", "dataset", "recipe", "dropout", "overrides", "s
                "checkpoint_epoch", "checkpoint_iteration", "folder"]
 
 
-def markdown(rows, runs, title):
+def markdown(rows, title):
     lines = ["# %s" % title, "",
              "Test error (%%) of the final epoch, over the finished runs of each row; "
              "written by `sweep/table.py report` on %s."
@@ -959,7 +956,7 @@ def report(args):
     out = os.path.abspath(args.out or os.path.join(paths[0], "report"))
     os.makedirs(out, exist_ok=True)
     title = "Test error on CIFAR: %s" % ", ".join(os.path.basename(p) for p in paths)
-    text = markdown(rows, runs, title)
+    text = markdown(rows, title)
     files = {"table.md": text,
              "table.csv": csv_text(CSV_COLUMNS, [dict(row, dropout=format_dropout(row["dropout"]))
                                                  for row in rows]),
@@ -1041,7 +1038,8 @@ def build_parser():
                             "an evaluation and the save must fit; Slurm may send it up "
                             "to 60 s earlier)")
     slurm.add_argument("--sbatch-option", action="append", metavar="OPTION",
-                       help="any other sbatch option, e.g. --sbatch-option=--exclusive (repeatable)")
+                       help="any other sbatch option, e.g. --sbatch-option=--exclusive "
+                            "(repeatable)")
     slurm.add_argument("--container", metavar="IMAGE.sif",
                        help="run train_nn.py inside this Apptainer/Singularity image "
                             "(built from the project's Docker image: apptainer exec "

@@ -31,9 +31,15 @@
 #endif
 
 #define PW_E 16       /* transformed values per tile (4 x 4) */
-#define PW_MR 8       /* product tile: 8 output channels x 3 vectors of tiles */
-#define PW_TV 3
+#define PW_MR 8       /* product tile: 8 output channels x 2 vectors of tiles (the */
+#define PW_TV 2       /* networks' tile counts are powers of 2) */
 #define PW_WR 4       /* kernel-gradient product tile: 4 output x 4 input channels */
+/* Transformed values are stored per position e, n * tb + PW_SKEW vectors
+   apart for n channels: with strides of a multiple of 4 KB the 16 positions
+   of a tile would all map to one L1 cache set (2x slower transforms). */
+#define PW_SKEW 1
+#define PW_AHEAD (4 * PR_VW)   /* floats: prefetch distance in pw_gather, pw_scatter */
+#define PW_ESTRIDE(n, tb) ((long)(n) * (tb) + PW_SKEW)
 
 typedef struct {
     int H, W;          /* image size */
@@ -51,19 +57,33 @@ static pw_geometry pw_geometry_of(int H, int W) {
     return g;
 }
 
+#if defined(__AVX512F__) && PR_VW == 16
+/* Lanes for _mm512_permutex2var_ps(a, ., b) at distance d = 8, 4, 2, 1:
+   PW_LO takes lanes [0, d) of every 2d-lane block of a, then those of b;
+   PW_HI lanes [d, 2d) of a, then of b. */
+static const int PW_LO[4][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+    {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+    {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+    {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+static const int PW_HI[4][16] = {
+    {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+    {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+    {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+    {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+#endif
+
 /* v[i] lane j <-> v[j] lane i: a PR_VW x PR_VW transpose. */
 static inline void pw_transpose(pr_vec *v) {
 #if defined(__AVX512F__) && PR_VW == 16
-    /* log2(16) rounds: swap the off-diagonal d x d blocks of every 2d x 2d block */
-    for (int d = 8; d >= 1; d /= 2) {
-        int lo_lanes[16], hi_lanes[16];
-        for (int l = 0; l < 16; ++l) {
-            const int off = l & (2 * d - 1), base = l - off;
-            lo_lanes[l] = off < d ? base + off : 16 + base + off - d;
-            hi_lanes[l] = off < d ? base + off + d : 16 + base + off;
-        }
-        const __m512i lo = _mm512_loadu_si512((const void*)lo_lanes);
-        const __m512i hi = _mm512_loadu_si512((const void*)hi_lanes);
+    /* log2(16) rounds: swap the off-diagonal d x d blocks of every 2d x 2d
+       block (unrolled, so that the vectors stay in registers) */
+    #pragma GCC unroll 4
+    for (int round = 0; round < 4; ++round) {
+        const int d = 8 >> round;
+        const __m512i lo = _mm512_loadu_si512((const void*)PW_LO[round]);
+        const __m512i hi = _mm512_loadu_si512((const void*)PW_HI[round]);
+        #pragma GCC unroll 16
         for (int i = 0; i < 16; ++i) {
             if (i & d) continue;
             const __m512 a = (__m512)v[i], b = (__m512)v[i + d];
@@ -83,15 +103,12 @@ static inline void pw_transpose(pr_vec *v) {
    fixed order (pairs of lanes, then pairs of pairs...). */
 static inline pr_vec pw_lane_sums(pr_vec *v) {
 #if defined(__AVX512F__) && PR_VW == 16
-    for (int d = 8; d >= 1; d /= 2) {
-        int lo_lanes[16], hi_lanes[16];
-        for (int l = 0; l < 16; ++l) {
-            const int off = l & (2 * d - 1), base = l - off;
-            lo_lanes[l] = off < d ? base + off : 16 + base + off - d;
-            hi_lanes[l] = off < d ? base + off + d : 16 + base + off;
-        }
-        const __m512i lo = _mm512_loadu_si512((const void*)lo_lanes);
-        const __m512i hi = _mm512_loadu_si512((const void*)hi_lanes);
+    #pragma GCC unroll 4
+    for (int round = 0; round < 4; ++round) {
+        const int d = 8 >> round;
+        const __m512i lo = _mm512_loadu_si512((const void*)PW_LO[round]);
+        const __m512i hi = _mm512_loadu_si512((const void*)PW_HI[round]);
+        #pragma GCC unroll 8
         for (int i = 0; i < d; ++i) {
             const __m512 a = (__m512)v[i], b = (__m512)v[i + d];
             v[i] = (pr_vec)_mm512_permutex2var_ps(a, lo, b)
@@ -106,79 +123,98 @@ static inline pr_vec pw_lane_sums(pr_vec *v) {
 #endif
 }
 
-/* Images b0 .. b0+n-1 (n <= PR_VW) of a C-contiguous (B, C, H, W) array into
-   C planes of vectors across images, rows `row` vectors long, planes `plane`
-   apart, pixel (h, w) at (h + pad, w + pad); lanes of missing images are
-   zero. With pad 1 the one-pixel border (and the rows and columns up to
-   `rows` x `row`) is zeroed too; with pad 0 what lies beyond H x W is left
-   as it is (the caller zeroes it once). */
-static void pw_gather(const float *src, int n, int C, int H, int W, int pad,
-                      int rows, int row, long plane, pr_vec *dst) {
+/* Rows r0 .. r0+rows-1 of images b0 .. b0+n-1 (n <= PR_VW) of a
+   C-contiguous (B, C, H, W) array, padded by `pad` zeros on every side, into
+   C planes of vectors across images (a "band": plane `plane` vectors apart,
+   rows `row` long): band row r holds image row r0 + r - pad, column w + pad
+   image column w; zeros around the image and in the lanes of missing
+   images. */
+static void pw_gather(const float *src, int n, int C, int H, int W, int pad, int r0, int rows,
+                      int row, long plane, pr_vec *dst) {
     const long HW = (long)H * W;
+    int h0 = r0 - pad, h1 = r0 - pad + rows;   /* image rows of the band */
+    if (h0 < 0) h0 = 0;
+    if (h1 > H) h1 = H;
     for (int c = 0; c < C; ++c) {
-        pr_vec *d = dst + (long)c * plane;
+        pr_vec *d = dst + (long)c * plane - (long)(r0 - pad) * row + pad;  /* at (0, 0) */
         const float *s = src + (long)c * HW;
-        if (pad) {
-            for (int w = 0; w < row; ++w) d[w] = (pr_vec){0};
-            for (int h = H + 1; h < rows; ++h)
-                for (int w = 0; w < row; ++w) d[(long)h * row + w] = (pr_vec){0};
-            for (int h = 1; h <= H; ++h) {
-                d[(long)h * row] = (pr_vec){0};
-                for (int w = W + 1; w < row; ++w) d[(long)h * row + w] = (pr_vec){0};
+        for (int r = 0; r < rows; ++r) {   /* zeros: rows beyond the image, borders */
+            pr_vec *line = dst + (long)c * plane + (long)r * row;
+            const int h = r0 + r - pad;
+            if (h < 0 || h >= H) {
+                for (int w = 0; w < row; ++w) line[w] = (pr_vec){0};
+            } else {
+                for (int w = 0; w < pad; ++w) line[w] = (pr_vec){0};
+                for (int w = W + pad; w < row; ++w) line[w] = (pr_vec){0};
             }
         }
-        long p0 = 0;
-        for (; p0 + PR_VW <= HW; p0 += PR_VW) {
+        long p0 = (long)h0 * W;
+        const long p1 = (long)h1 * W;
+        int h = h0, w = 0;   /* of pixel p0 */
+        for (; p0 + PR_VW <= p1; p0 += PR_VW) {
             pr_vec v[PR_VW];
-            for (int i = 0; i < PR_VW; ++i)
+            #pragma GCC unroll 16
+            for (int i = 0; i < PR_VW; ++i) {
+                /* the images are C*H*W floats apart, often a multiple of 4 KB: the
+                   hardware's stream prefetchers lose track of 16 such streams */
+                __builtin_prefetch(s + (long)i * C * HW + p0 + PW_AHEAD, 0, 2);
                 v[i] = i < n ? *(const pr_vec*)(s + (long)i * C * HW + p0) : (pr_vec){0};
+            }
             pw_transpose(v);
             for (int j = 0; j < PR_VW; ++j) {
-                const long p = p0 + j, h = p / W, w = p % W;
-                d[(h + pad) * row + w + pad] = v[j];
+                d[(long)h * row + w] = v[j];
+                if (++w == W) { w = 0; ++h; }
             }
         }
-        for (; p0 < HW; ++p0) {
+        for (; p0 < p1; ++p0) {
             pr_vec v = {0};
             for (int i = 0; i < n; ++i) v[i] = s[(long)i * C * HW + p0];
-            d[(p0 / W + pad) * row + p0 % W + pad] = v;
+            d[(p0 / W) * row + p0 % W] = v;
         }
     }
 }
 
-/* The inverse for results: M planes of vectors (rows `row` long, planes
-   `plane` apart) into images b0 .. b0+n-1 of a (B, M, H, W) array. */
-static void pw_scatter(const pr_vec *src, int n, int M, int H, int W, int row, long plane,
-                       float *dst) {
+/* The inverse for results: band rows 0 .. rows-1 of M planes of vectors
+   (rows `row` long, planes `plane` apart) into image rows h0 .. h0+rows-1
+   (those below H) of images b0 .. b0+n-1 of a (B, M, H, W) array. */
+static void pw_scatter(const pr_vec *src, int n, int M, int H, int W, int h0, int rows, int row,
+                       long plane, float *dst) {
     const long HW = (long)H * W;
+    const int h1 = h0 + rows < H ? h0 + rows : H;
     for (int m = 0; m < M; ++m) {
-        const pr_vec *s = src + (long)m * plane;
+        const pr_vec *s = src + (long)m * plane - (long)h0 * row;   /* at image row 0 */
         float *d = dst + (long)m * HW;
-        long p0 = 0;
-        for (; p0 + PR_VW <= HW; p0 += PR_VW) {
+        long p0 = (long)h0 * W;
+        const long p1 = (long)h1 * W;
+        int h = h0, w = 0;   /* of pixel p0 */
+        for (; p0 + PR_VW <= p1; p0 += PR_VW) {
             pr_vec v[PR_VW];
             for (int j = 0; j < PR_VW; ++j) {
-                const long p = p0 + j;
-                v[j] = s[(p / W) * row + p % W];
+                v[j] = s[(long)h * row + w];
+                if (++w == W) { w = 0; ++h; }
             }
             pw_transpose(v);
-            for (int i = 0; i < n; ++i) *(pr_vec*)(d + (long)i * M * HW + p0) = v[i];
+            for (int i = 0; i < n; ++i) {
+                __builtin_prefetch(d + (long)i * M * HW + p0 + PW_AHEAD, 1, 2);
+                *(pr_vec*)(d + (long)i * M * HW + p0) = v[i];
+            }
         }
-        for (; p0 < HW; ++p0) {
+        for (; p0 < p1; ++p0) {
             const pr_vec v = s[(p0 / W) * row + p0 % W];
             for (int i = 0; i < n; ++i) d[(long)i * M * HW + p0] = v[i];
         }
     }
 }
 
-/* V[e][c][t] = (B^T d B)[e] for tiles t0 .. t0+nt-1 of C padded planes;
-   V holds C * tb vectors per position e. */
-static void pw_input_transform(const pr_vec *xT, const pw_geometry *g, int C, int t0, int nt,
-                               long tb, pr_vec *V) {
-    const long plane = (long)g->Hp * g->Wp, E = (long)C * tb, R = g->Wp;
+/* V[e][c][t] = (B^T d B)[e] for tiles t0 .. t0+nt-1 of a band of C padded
+   planes (`plane` vectors apart) that starts at tile row ty0; V holds
+   PW_ESTRIDE(C, tb) vectors per position e. */
+static void pw_input_transform(const pr_vec *xT, long plane, int ty0, const pw_geometry *g,
+                               int C, int t0, int nt, long tb, pr_vec *V) {
+    const long E = PW_ESTRIDE(C, tb), R = g->Wp;
     for (int c = 0; c < C; ++c)
         for (int t = 0; t < nt; ++t) {
-            const int ty = (t0 + t) / g->TW, tx = (t0 + t) % g->TW;
+            const int ty = (t0 + t) / g->TW - ty0, tx = (t0 + t) % g->TW;
             const pr_vec *d = xT + (long)c * plane + 2L * ty * R + 2 * tx;
             pr_vec r[4][4];
             for (int j = 0; j < 4; ++j) {   /* B^T d: rows */
@@ -195,14 +231,14 @@ static void pw_input_transform(const pr_vec *xT, const pw_geometry *g, int C, in
         }
 }
 
-/* Y = A^T m A for tiles t0 .. t0+nt-1 from Mh[e][m][t] (M * tb vectors per
-   e), into M output planes of Ht x Wt vectors. */
+/* Y = A^T m A for tiles t0 .. t0+nt-1 from Mh[e][m][t], into a band of M
+   output planes (rows Wt vectors long, `plane` apart) from tile row ty0. */
 static void pw_output_transform(const pr_vec *Mh, const pw_geometry *g, int M, int t0, int nt,
-                                long tb, pr_vec *yT) {
-    const long E = (long)M * tb, plane = (long)g->Ht * g->Wt, R = g->Wt;
+                                long tb, pr_vec *yT, long plane, int ty0) {
+    const long E = PW_ESTRIDE(M, tb), R = g->Wt;
     for (int m = 0; m < M; ++m)
         for (int t = 0; t < nt; ++t) {
-            const int ty = (t0 + t) / g->TW, tx = (t0 + t) % g->TW;
+            const int ty = (t0 + t) / g->TW - ty0, tx = (t0 + t) % g->TW;
             const pr_vec *in = Mh + (long)m * tb + t;
             pr_vec s[2][4];
             for (int j = 0; j < 4; ++j) {   /* A^T m: rows */
@@ -218,14 +254,15 @@ static void pw_output_transform(const pr_vec *Mh, const pw_geometry *g, int M, i
         }
 }
 
-/* dM[e][m][t] = (A dy A^T)[e] for tiles t0 .. t0+nt-1 of M output-gradient
-   planes of Ht x Wt vectors (zero beyond the image). */
-static void pw_grad_transform(const pr_vec *dyT, const pw_geometry *g, int M, int t0, int nt,
-                              long tb, pr_vec *dM) {
-    const long E = (long)M * tb, plane = (long)g->Ht * g->Wt, R = g->Wt;
+/* dM[e][m][t] = (A dy A^T)[e] for tiles t0 .. t0+nt-1 of a band of M
+   output-gradient planes (rows Wt vectors long, `plane` apart, zero beyond
+   the image) from tile row ty0. */
+static void pw_grad_transform(const pr_vec *dyT, long plane, int ty0, const pw_geometry *g,
+                              int M, int t0, int nt, long tb, pr_vec *dM) {
+    const long E = PW_ESTRIDE(M, tb), R = g->Wt;
     for (int m = 0; m < M; ++m)
         for (int t = 0; t < nt; ++t) {
-            const int ty = (t0 + t) / g->TW, tx = (t0 + t) % g->TW;
+            const int ty = (t0 + t) / g->TW - ty0, tx = (t0 + t) % g->TW;
             const pr_vec *y = dyT + (long)m * plane + 2L * ty * R + 2 * tx;
             pr_vec r[4][2];
             for (int j = 0; j < 2; ++j) {   /* A dy: rows */
@@ -299,8 +336,8 @@ static void pw_multiply(const float *U, const pr_vec *V, int Mo, int C, int nt, 
                         pr_vec *Mh) {
     for (int e = 0; e < PW_E; ++e) {
         const float *Ue = U + (long)e * Mo * C;
-        const pr_vec *Ve = V + (long)e * C * tb;
-        pr_vec *Me = Mh + (long)e * Mo * tb;
+        const pr_vec *Ve = V + e * PW_ESTRIDE(C, tb);
+        pr_vec *Me = Mh + e * PW_ESTRIDE(Mo, tb);
         for (int m0 = 0; m0 < Mo; ) {
             const int mb = Mo - m0 >= PW_MR ? PW_MR : 1;
             const float *u = Ue + (long)m0 * C;
@@ -320,27 +357,45 @@ static void pw_multiply(const float *U, const pr_vec *V, int Mo, int C, int nt, 
 }
 
 /* Tiles per block: the block's transformed values (16 positions x (C + M)
-   channels) near `budget` bytes, at least PW_TV, at most the image's tiles,
-   a multiple of PW_TV when more than that. */
-static int pw_block_tiles(const pw_geometry *g, int C, int M, long budget) {
+   channels) near `budget` bytes, at least PW_TV, at most `most`, a multiple
+   of PW_TV when more than that. */
+static int pw_block_tiles(int most, int C, int M, long budget) {
     long tb = budget / ((long)PW_E * (C + M) * (long)sizeof(pr_vec));
     if (tb > PW_TV) tb -= tb % PW_TV;
     if (tb < PW_TV) tb = PW_TV;
-    if (tb > g->T) tb = g->T;
+    if (tb > most) tb = most;
     return (int)tb;
+}
+
+/* Tile rows per band: a band's input rows (C channels, 2 more rows than its
+   outputs) and output rows (M channels) near `budget` bytes, but at least
+   `tiles` tiles (blocks of few tiles would reload the kernels for little
+   work), at most the image. */
+static int pw_band_rows(const pw_geometry *g, int C, int M, long budget, int tiles) {
+    const long per_row = 2L * ((long)C * g->Wp + (long)M * g->Wt) * (long)sizeof(pr_vec);
+    long rows = (budget - 2L * C * g->Wp * (long)sizeof(pr_vec)) / per_row;
+    const long least = (tiles + g->TW - 1) / g->TW;
+    if (rows < least) rows = least;
+    if (rows > g->TH) rows = g->TH;
+    return (int)rows;
 }
 
 /* y = x * w (forward: w is (Mo, Ci, 3, 3)), or the input gradient
    (flip_transpose: x is the output gradient, w the forward's (Ci, Mo, 3, 3)
-   kernels, y the input gradient), for stride 1 and 3x3 kernels. */
+   kernels, y the input gradient), for stride 1 and 3x3 kernels. Each group
+   of PR_VW images goes through the image in bands of tile rows (gathered,
+   transformed in blocks of tiles, multiplied, transformed back, scattered),
+   so that a band's values stay in the cache. */
 static int pw_conv2d(const float *xd, const float *wd, float *yd, int B, int Ci, int H, int W,
                      int Mo, int flip_transpose, long chunk_bytes) {
     const pw_geometry g = pw_geometry_of(H, W);
-    const int groups = (B + PR_VW - 1) / PR_VW, tb = pw_block_tiles(&g, Ci, Mo, chunk_bytes);
+    const int groups = (B + PR_VW - 1) / PR_VW;
+    const int band = pw_band_rows(&g, Ci, Mo, chunk_bytes, 16);
+    const int tb = pw_block_tiles(band * g.TW, Ci, Mo, chunk_bytes / 2);
     const int threads = omp_get_max_threads();
-    const long xplane = (long)g.Hp * g.Wp, yplane = (long)g.Ht * g.Wt;
-    const size_t per_thread = (size_t)Ci * xplane + (size_t)PW_E * (Ci + Mo) * tb
-                              + (size_t)Mo * yplane;
+    const long xplane = (long)(2 * band + 2) * g.Wp, yplane = (long)2 * band * g.Wt;
+    const size_t per_thread = (size_t)Ci * xplane + (size_t)Mo * yplane
+                              + PW_E * (PW_ESTRIDE(Ci, tb) + PW_ESTRIDE(Mo, tb));
     int status = -1;
     float *U = (float*)malloc(sizeof(float) * PW_E * Mo * Ci);
     pr_vec *buffers = (pr_vec*)aligned_alloc(sizeof(pr_vec),
@@ -350,17 +405,22 @@ static int pw_conv2d(const float *xd, const float *wd, float *yd, int B, int Ci,
     #pragma omp parallel for schedule(static)
     for (int group = 0; group < groups; ++group) {
         pr_vec *xT = buffers + per_thread * omp_get_thread_num();
-        pr_vec *V = xT + (size_t)Ci * xplane, *Mh = V + (size_t)PW_E * Ci * tb;
-        pr_vec *yT = Mh + (size_t)PW_E * Mo * tb;
+        pr_vec *yT = xT + (size_t)Ci * xplane, *V = yT + (size_t)Mo * yplane;
+        pr_vec *Mh = V + PW_E * PW_ESTRIDE(Ci, tb);
         const int b0 = group * PR_VW, n = B - b0 < PR_VW ? B - b0 : PR_VW;
-        pw_gather(xd + (long)b0 * Ci * H * W, n, Ci, H, W, 1, g.Hp, g.Wp, xplane, xT);
-        for (int t0 = 0; t0 < g.T; t0 += tb) {
-            const int nt = g.T - t0 < tb ? g.T - t0 : tb;
-            pw_input_transform(xT, &g, Ci, t0, nt, tb, V);
-            pw_multiply(U, V, Mo, Ci, nt, tb, Mh);
-            pw_output_transform(Mh, &g, Mo, t0, nt, tb, yT);
+        for (int ty0 = 0; ty0 < g.TH; ty0 += band) {
+            const int rows = g.TH - ty0 < band ? g.TH - ty0 : band;
+            pw_gather(xd + (long)b0 * Ci * H * W, n, Ci, H, W, 1, 2 * ty0, 2 * rows + 2, g.Wp,
+                      xplane, xT);
+            for (int t0 = ty0 * g.TW, t1 = (ty0 + rows) * g.TW; t0 < t1; t0 += tb) {
+                const int nt = t1 - t0 < tb ? t1 - t0 : tb;
+                pw_input_transform(xT, xplane, ty0, &g, Ci, t0, nt, tb, V);
+                pw_multiply(U, V, Mo, Ci, nt, tb, Mh);
+                pw_output_transform(Mh, &g, Mo, t0, nt, tb, yT, yplane, ty0);
+            }
+            pw_scatter(yT, n, Mo, H, W, 2 * ty0, 2 * rows, g.Wt, yplane,
+                       yd + (long)b0 * Mo * H * W);
         }
-        pw_scatter(yT, n, Mo, H, W, g.Wt, yplane, yd + (long)b0 * Mo * H * W);
     }
     status = 0;
 cleanup:
@@ -402,7 +462,7 @@ PW_WTILE(1, 1)
 static void pw_wmultiply(const pr_vec *dM, const pr_vec *V, int M, int C, int nt, long tb,
                          double *du) {
     for (int e = 0; e < PW_E; ++e) {
-        const pr_vec *De = dM + (long)e * M * tb, *Ve = V + (long)e * C * tb;
+        const pr_vec *De = dM + e * PW_ESTRIDE(M, tb), *Ve = V + e * PW_ESTRIDE(C, tb);
         double *ue = du + (long)e * M * C;
         for (int m0 = 0; m0 < M; ) {
             const int mb = M - m0 >= PW_WR ? PW_WR : 1;
@@ -430,12 +490,16 @@ static int pw_conv2d_wgrad(const float *xd, const float *dyd, float *dwd, int B,
     const pw_geometry g = pw_geometry_of(H, W);
     const int groups = (B + PR_VW - 1) / PR_VW;
     const int slots = groups < PR_SLOTS ? groups : PR_SLOTS;
-    /* longer blocks than forward: the lanes are added up once per block */
-    const int tb = pw_block_tiles(&g, C, M, 4 * chunk_bytes);
+    /* Blocks of at least 16 tiles, far longer than forward's where the
+       channels allow: the lanes of every sum are added up once per block. */
+    int tb = pw_block_tiles(g.T, C, M, 8 * chunk_bytes);
+    if (tb < 16) tb = g.T < 16 ? g.T : 16;
+    const int band = pw_band_rows(&g, C, M, chunk_bytes, tb);
+    if (tb > band * g.TW) tb = band * g.TW;
     const int threads = omp_get_max_threads();
-    const long xplane = (long)g.Hp * g.Wp, yplane = (long)g.Ht * g.Wt;
+    const long xplane = (long)(2 * band + 2) * g.Wp, yplane = (long)2 * band * g.Wt;
     const size_t per_thread = (size_t)C * xplane + (size_t)M * yplane
-                              + (size_t)PW_E * (C + M) * tb;
+                              + PW_E * (PW_ESTRIDE(C, tb) + PW_ESTRIDE(M, tb));
     const long du_size = (long)PW_E * M * C;
     int status = -1;
     pr_vec *buffers = (pr_vec*)aligned_alloc(sizeof(pr_vec),
@@ -443,26 +507,27 @@ static int pw_conv2d_wgrad(const float *xd, const float *dyd, float *dwd, int B,
     double *du = (double*)calloc((size_t)slots * du_size, sizeof(double));
     double *total = (double*)malloc(sizeof(double) * du_size);
     if (!buffers || !du || !total) goto cleanup;
-    #pragma omp parallel
-    {
+    #pragma omp parallel for schedule(static)
+    for (int slot = 0; slot < slots; ++slot) {
         pr_vec *xT = buffers + per_thread * omp_get_thread_num();
         pr_vec *dyT = xT + (size_t)C * xplane, *V = dyT + (size_t)M * yplane;
-        pr_vec *dM = V + (size_t)PW_E * C * tb;
-        /* beyond the image (odd sizes), the output gradient planes stay zero */
-        memset(dyT, 0, sizeof(pr_vec) * M * yplane);
-        #pragma omp for schedule(static)
-        for (int slot = 0; slot < slots; ++slot)
-            for (int group = slot; group < groups; group += slots) {
-                const int b0 = group * PR_VW, n = B - b0 < PR_VW ? B - b0 : PR_VW;
-                pw_gather(xd + (long)b0 * C * H * W, n, C, H, W, 1, g.Hp, g.Wp, xplane, xT);
-                pw_gather(dyd + (long)b0 * M * H * W, n, M, H, W, 0, g.Ht, g.Wt, yplane, dyT);
-                for (int t0 = 0; t0 < g.T; t0 += tb) {
-                    const int nt = g.T - t0 < tb ? g.T - t0 : tb;
-                    pw_input_transform(xT, &g, C, t0, nt, tb, V);
-                    pw_grad_transform(dyT, &g, M, t0, nt, tb, dM);
+        pr_vec *dM = V + PW_E * PW_ESTRIDE(C, tb);
+        for (int group = slot; group < groups; group += slots) {
+            const int b0 = group * PR_VW, n = B - b0 < PR_VW ? B - b0 : PR_VW;
+            for (int ty0 = 0; ty0 < g.TH; ty0 += band) {
+                const int rows = g.TH - ty0 < band ? g.TH - ty0 : band;
+                pw_gather(xd + (long)b0 * C * H * W, n, C, H, W, 1, 2 * ty0, 2 * rows + 2, g.Wp,
+                          xplane, xT);
+                pw_gather(dyd + (long)b0 * M * H * W, n, M, H, W, 0, 2 * ty0, 2 * rows, g.Wt,
+                          yplane, dyT);
+                for (int t0 = ty0 * g.TW, t1 = (ty0 + rows) * g.TW; t0 < t1; t0 += tb) {
+                    const int nt = t1 - t0 < tb ? t1 - t0 : tb;
+                    pw_input_transform(xT, xplane, ty0, &g, C, t0, nt, tb, V);
+                    pw_grad_transform(dyT, yplane, ty0, &g, M, t0, nt, tb, dM);
                     pw_wmultiply(dM, V, M, C, nt, tb, du + (size_t)slot * du_size);
                 }
             }
+        }
     }
     for (long i = 0; i < du_size; ++i) {
         double sum = 0;
@@ -493,8 +558,15 @@ cleanup:
 
 /* Whether Winograd pays for this part (PR_Y, PR_DX or PR_DW) of a stride-1
    3x3 convolution of (B, C, H, W) images into M channels: by the shapes
-   alone (A/B timings in docs/kernels.md). */
+   alone. From single-core timings of 16 images against the direct kernels
+   (docs/kernels.md): forward and input gradient win from 64 channels on
+   (1.2-1.5x), lose at 16 (transforms and transposes cost as much as the
+   products there); the kernel gradient wins 2.5-4x on 8x8 images (where the
+   direct kernel is slow) and from 128 channels on, loses at 16-64 on 16x16
+   and 32x32. Batches that leave many vector lanes empty stay direct. */
 static int pw_pays(int part, int B, int C, int H, int W, int M) {
-    (void)part; (void)B; (void)H; (void)W;
-    return C >= 16 && M >= 16;
+    const int groups = (B + PR_VW - 1) / PR_VW;
+    if (C < 16 || M < 16 || 4 * B < 3 * groups * PR_VW) return 0;
+    if (part == PR_DW) return (long)H * W <= 64 || (C >= 128 && M >= 128);
+    return C >= 64 && M >= 64;
 }

@@ -59,6 +59,10 @@ def main():
                                       "engine/ folder")
     parser.add_argument("cases", nargs="*", default=STAGES, help="B,C,H,M,k (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by the process's CPU time, not the wall clock: with "
+                             "OMP_NUM_THREADS=1, figures that hold on a loaded machine "
+                             "(other processes' share of the cores is not counted)")
     parser.add_argument("--algo", default=None,
                         help="A's convolution algorithm (engine.ops.ALGOS; default: its default)")
     parser.add_argument("--algo-b", default=None,
@@ -68,9 +72,11 @@ def main():
     import engine  # noqa: F401  (configures Theano before it is imported)
     import theano
     import theano.tensor as T
-    from engine import ops
+    from engine import compat, ops
+    compat.keep_freed_memory()  # as train_nn.py runs: no page faults on reused buffers
     other = load_other_engine(args.other)
     rng = np.random.default_rng(0)
+    clock = time.process_time if args.cpu_time else time.time
     for case in args.cases:
         batch, channels, size, out_channels, k = (int(v) for v in case.split(","))
         x, w, dy = T.tensor4(), T.tensor4(), T.tensor4()
@@ -94,9 +100,9 @@ def main():
             for name in "AB":
                 for part, inputs in ((0, values[:2]), (1, values)):
                     for _ in range(3):
-                        t = time.time()
+                        t = clock()
                         functions[name][part](*inputs)
-                        times[(name, part)].append(time.time() - t)
+                        times[(name, part)].append(clock() - t)
         flops = 2.0 * batch * out_channels * channels * k * k * size * size
 
         def rate(name, part):

@@ -130,12 +130,16 @@ def _check_float32(*variables):
 # "winograd" Winograd wherever it applies (stride 1, 3x3), direct elsewhere;
 # "winograd-dx" and "winograd-dw" for one gradient only (to time them apart).
 ALGOS = {"auto": 0, "direct": 1, "winograd": 2, "winograd-dx": 3, "winograd-dw": 4}
+# What ops built without an algo use (Conv2DLayer builds them so): benchmarks
+# set it to time whole networks with the direct kernels alone.
+DEFAULT_ALGO = "auto"
 
 
 class _ConvCOp(_COp):
     C_FILES = ("support.c", "conv2d.c", "winograd.c")
 
-    def __init__(self, stride=1, chunk_bytes=CHUNK_BYTES, algo="auto"):
+    def __init__(self, stride=1, chunk_bytes=CHUNK_BYTES, algo=None):
+        algo = DEFAULT_ALGO if algo is None else algo
         if algo not in ALGOS:
             raise ValueError("algo must be one of %s, got %r" % (sorted(ALGOS), algo))
         self.stride = int(stride)

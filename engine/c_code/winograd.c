@@ -558,15 +558,14 @@ cleanup:
 
 /* Whether Winograd pays for this part (PR_Y, PR_DX or PR_DW) of a stride-1
    3x3 convolution of (B, C, H, W) images into M channels: by the shapes
-   alone. From single-core timings of 16 images against the direct kernels
-   (docs/kernels.md): forward and input gradient win from 64 channels on
-   (1.2-1.5x), lose at 16 (transforms and transposes cost as much as the
-   products there); the kernel gradient wins 2.5-4x on 8x8 images (where the
-   direct kernel is slow) and from 128 channels on, loses at 16-64 on 16x16
-   and 32x32. Batches that leave many vector lanes empty stay direct. */
+   alone. From timings of batches of 128 against the direct kernels
+   (bench/ops_ab.py, one thread, CPU time; docs/kernels.md): every part wins
+   from 32 channels on (forward 1.4-2.5x, gradients 1.3-2.2x) and with 16 in
+   and 64 out (a few per cent); with 16 and 16 every part loses by 3-12 %
+   (there the transforms and transposes cost as much as the products).
+   Batches that would leave many vector lanes empty stay direct. */
 static int pw_pays(int part, int B, int C, int H, int W, int M) {
     const int groups = (B + PR_VW - 1) / PR_VW;
-    if (C < 16 || M < 16 || 4 * B < 3 * groups * PR_VW) return 0;
-    if (part == PR_DW) return (long)H * W <= 64 || (C >= 128 && M >= 128);
-    return C >= 64 && M >= 64;
+    (void)part; (void)H; (void)W;
+    return C >= 16 && M >= 16 && (long)C * M >= 32 * 32 && 4 * B >= 3 * groups * PR_VW;
 }

@@ -65,8 +65,11 @@ def test_the_networks_shapes_are_found():
     assert (16, 32, 16) in SHAPES and (64, 8, 64) in SHAPES and (640, 8, 640) in SHAPES
 
 
-# batch 20: a whole group of 16 images (one vector each) and a group of 4
-@pytest.mark.parametrize("channels,size,filters", SHAPES)
+# batch 20: a whole group of 16 images (one vector each) and a group of 4;
+# the wide networks' larger shapes take most of the time (float64 reference)
+@pytest.mark.parametrize("channels,size,filters", [
+    pytest.param(*shape, marks=[pytest.mark.slow] if shape[0] * shape[2] > 128 * 128 else [])
+    for shape in SHAPES])
 def test_winograd_matches_float64_on_every_network_shape(winograd, channels, size, filters):
     rng = np.random.default_rng(channels * 1000 + size * 10 + filters)
     batch = 20 if channels * filters <= 256 * 256 else 16

@@ -26,6 +26,16 @@ pairs' ratios): this machine's speed drifts by more than the margins
 measured here, within seconds (the same kernel ran at 120 and at 210
 GFLOP/s in consecutive runs). "train GFLOP/s" is from the timed loop's
 throughput, data feeding included.
+
+Side by side with PyTorch (``--torch``, or ``--only-torch`` without the plain
+baseline): the same networks written in PyTorch (bench/torch_models.py; pip
+install -r bench/requirements.txt), fp32, channels_last, the same batch and
+thread count, Nesterov SGD with weight decay, in a live process of its own
+next to a live process of ours. The parent tells them in turn to run a round
+of training steps (then of evaluation), so both see the machine in the same
+state; ratios are ours / PyTorch of the medians. "Effective GFLOP/s" is the
+direct convolutions' arithmetic (6 x forward multiply-adds per image) over the
+step's time, paired with an sgemm timed right after each of our rounds.
 """
 
 import argparse
@@ -217,6 +227,245 @@ def child(spec):
     print("RESULT " + json.dumps(result), flush=True)
 
 
+# =============================================================================
+# Side by side with PyTorch: two live processes, told in turn to run a round
+
+
+def serve(ready, commands):
+    """Print READY with ``ready`` (a dict), then answer one JSON line per
+    command line on stdin ("NAME ARG"), until "quit"."""
+    print("READY " + json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        name, _, arg = line.strip().partition(" ")
+        if name == "quit":
+            return
+        print("REPLY " + json.dumps(commands[name](int(arg or 0))), flush=True)
+
+
+def peak_rss(_):
+    return {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
+def live_ours(spec):
+    started = time.time()
+    import numpy as np
+    import engine  # noqa: F401  (configures Theano)
+    from engine import compat
+    from engine import ops
+    import models
+    import train_nn
+    import utils
+    compat.keep_freed_memory()   # as train_nn.py runs
+    ops.DEFAULT_ALGO = spec["algo"]
+    info = models.network_info(spec["variant"], spec["depth"], spec["width"], "paper", "cifar10")
+    recipe = train_nn.resolve_recipe("paper", spec["variant"])
+    batch = recipe["batch_size"]
+    net = models.Network(info)
+    train_step, learning_rate, _ = train_nn.compile_training_step(net, recipe)
+    learning_rate.set_value(np.float32(0.1))
+    net.compile_predict()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4 * batch, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, 4 * batch).astype(np.int32)
+    stats = utils.normalisation_stats("channel_mean_std", images)
+    plan = utils.epoch_plan(0, 0, len(images), recipe["pad"])
+    batches = [utils.make_batch(images, labels, plan, start, stop, stats, recipe["pad"],
+                                recipe["pad_mode"])
+               for start, stop in utils.batch_positions(len(images), batch, True)]
+    train_step(*batches[0])
+    test = rng.integers(0, 256, (spec["eval_images"], 3, 32, 32), dtype=np.uint8)
+    models.predict_labels(net, test[:500], stats, 500)
+    sgemm = sgemm_timer()
+
+    def train(steps):
+        times = []
+        for i in range(steps):
+            t = time.time()
+            train_step(*batches[i % len(batches)])
+            times.append(time.time() - t)
+        return {"times": times}
+
+    def evaluate(_):
+        t = time.time()
+        models.predict_labels(net, test, stats, 500)
+        return {"seconds": time.time() - t}
+
+    serve({"batch": batch, "macs": forward_macs(net.output),
+           "start_s": time.time() - started},
+          {"train": train, "eval": evaluate, "sgemm": lambda _: {"gflops": sgemm()},
+           "memory": peak_rss})
+
+
+def live_torch(spec):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import torch_models   # nothing of ours (no Theano) in this process
+    torch.set_num_threads(spec["threads"])
+    recipe = spec["recipe"]
+    batch = recipe["batch_size"]
+    torch.manual_seed(0)
+    model = torch_models.PreResNet(spec["variant"], spec["depth"], spec["width"])
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=recipe["momentum"],
+                                nesterov=True, weight_decay=recipe["weight_decay"])
+    rng = np.random.default_rng(0)
+    batches = [(torch.from_numpy(rng.normal(size=(batch, 3, 32, 32)).astype(np.float32))
+                .contiguous(memory_format=torch.channels_last),
+                torch.from_numpy(rng.integers(0, 10, batch)))
+               for _ in range(4)]
+    test = rng.integers(0, 256, (spec["eval_images"], 3, 32, 32), dtype=np.uint8)
+    mean, std = 127.5, 64.0
+
+    def train(steps):
+        model.train()
+        times = []
+        for i in range(steps):
+            x, y = batches[i % len(batches)]
+            t = time.time()
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            times.append(time.time() - t)
+        return {"times": times}
+
+    def evaluate(_):
+        model.eval()
+        t = time.time()
+        with torch.no_grad():
+            for i in range(0, len(test), 500):
+                x = ((torch.from_numpy(test[i:i + 500]).float() - mean) / std)
+                model(x.contiguous(memory_format=torch.channels_last)).argmax(1)
+        return {"seconds": time.time() - t}
+
+    train(2)
+    evaluate(0)
+    config = torch.__config__.show()
+    onednn = [line.strip() for line in config.splitlines() if "MKL-DNN" in line or "oneDNN" in line]
+    serve({"batch": batch, "torch": torch.__version__, "onednn": onednn[0] if onednn else "",
+           "threads": torch.get_num_threads(),
+           "macs": torch_models.forward_macs(spec["variant"], spec["depth"], spec["width"])},
+          {"train": train, "eval": evaluate, "memory": peak_rss})
+
+
+class Live:
+    """A live child process of this script that answers commands."""
+
+    def __init__(self, kind, spec, compiledir):
+        env = dict(os.environ)
+        flags = [f for f in (env.get("THEANO_FLAGS", ""),) if f]
+        env["THEANO_FLAGS"] = ",".join(["base_compiledir=%s" % compiledir] + flags)
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--live", kind, json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=PROJECT)
+        self.ready = self._read("READY ")
+
+    def _read(self, prefix):
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix):])
+        raise RuntimeError("benchmark child ended without %s(exit %s)"
+                           % (prefix, self.process.wait()))
+
+    def ask(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._read("REPLY ")
+
+    def close(self):
+        try:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+        except OSError:
+            pass
+        self.process.wait()
+
+
+def side_by_side(network, args, compiledir):
+    """One network, ours and PyTorch in alternating rounds; a row of figures."""
+    import numpy as np
+    import train_nn
+    parts = network.split()
+    recipe = train_nn.resolve_recipe("paper", parts[0])
+    spec = {"variant": parts[0], "depth": int(parts[1]),
+            "width": int(parts[2]) if len(parts) > 2 else 1,
+            "eval_images": args.eval_images, "threads": os.cpu_count(),
+            "recipe": {key: recipe[key] for key in ("batch_size", "momentum", "weight_decay")}}
+    # ours as it runs, PyTorch, and (--direct) ours with the direct kernels alone
+    children = {}
+    try:
+        children["ours"] = Live("ours", dict(spec, algo="auto"), compiledir)
+        children["torch"] = Live("torch", spec, compiledir)
+        if args.direct:
+            children["direct"] = Live("ours", dict(spec, algo="direct"), compiledir)
+        ours, theirs = children["ours"], children["torch"]
+        if ours.ready["macs"] != theirs.ready["macs"]:
+            raise RuntimeError("the PyTorch network differs from ours: %d vs %d multiply-adds"
+                               % (theirs.ready["macs"], ours.ready["macs"]))
+        names = list(children)
+        times = {name: [] for name in names}
+        evals = {name: [] for name in names}
+        pairs = []   # (our step's effective GFLOP/s, sgemm right after)
+        flops = 6 * ours.ready["macs"] * ours.ready["batch"]
+        for round_ in range(args.rounds):
+            # each in turn, starting with the next one each round
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                round_times = children[name].ask("train %d" % args.round_steps)["times"]
+                times[name] += round_times
+                if name == "ours":
+                    pairs.append((flops / float(np.median(round_times)) / 1e9,
+                                  ours.ask("sgemm")["gflops"]))
+                time.sleep(0.1)   # spinning BLAS/OpenMP threads leave the cores
+        for round_ in range(args.eval_rounds):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                evals[name].append(children[name].ask("eval")["seconds"])
+                time.sleep(0.1)
+        memory = {name: child.ask("memory")["peak_rss_gb"] for name, child in children.items()}
+    finally:
+        for child in children.values():
+            child.close()
+    batch = ours.ready["batch"]
+    row = {"network": network, "batch": batch, "torch": theirs.ready["torch"],
+           "onednn": theirs.ready["onednn"], "torch_threads": theirs.ready["threads"],
+           "step_times": times, "eval_seconds": evals, "pairs": pairs,
+           "ours_start_s": ours.ready["start_s"]}
+    for name in names:
+        row[name + "_train_img_s"] = batch / float(np.median(times[name]))
+        row[name + "_eval_img_s"] = args.eval_images / float(np.median(evals[name]))
+        row[name + "_peak_rss_gb"] = memory[name]
+        row[name + "_effective_gflops"] = flops / float(np.median(times[name])) / 1e9
+    row["sgemm_gflops"] = float(np.median([p[1] for p in pairs]))
+    row["effective_over_sgemm"] = float(np.median([p[0] / p[1] for p in pairs]))
+    return row
+
+
+TORCH_FIGURES = [("train img/s", "train_img_s", True), ("eval img/s", "eval_img_s", True),
+                 ("peak RSS GB", "peak_rss_gb", False),
+                 ("effective GFLOP/s (train)", "effective_gflops", True)]
+
+
+def torch_table(rows):
+    direct = all("direct_train_img_s" in row for row in rows)
+    lines = ["| network | figure | ours | PyTorch | ours / PyTorch |"
+             + (" ours, direct kernels only | ours / direct |" if direct else ""),
+             "| --- | --- | --- | --- | --- |" + (" --- | --- |" if direct else "")]
+    for row in rows:
+        for label, key, _ in TORCH_FIGURES:
+            line = "| %s (batch %d) | %s | %.3g | %.3g | %.2f |" % (
+                row["network"], row["batch"], label, row["ours_" + key], row["torch_" + key],
+                row["ours_" + key] / row["torch_" + key])
+            if direct:
+                line += " %.3g | %.2f |" % (row["direct_" + key],
+                                             row["ours_" + key] / row["direct_" + key])
+            lines.append(line)
+        lines.append("| %s (batch %d) | sgemm GFLOP/s next to our steps; effective / sgemm "
+                     "(paired) | %.3g | | %.2f |%s" % (row["network"], row["batch"],
+                                                      row["sgemm_gflops"],
+                                                      row["effective_over_sgemm"],
+                                                      " | |" if direct else ""))
+    return "\n".join(lines)
+
+
 IMPLEMENTATIONS = {"plain": ("baseline", ""), "plain+omp": ("baseline", "openmp=True"),
                    "ours": ("ours", "")}
 
@@ -283,10 +532,25 @@ def main():
     parser.add_argument("--eval-images", type=int, default=2000)
     parser.add_argument("--eval-images-plain", type=int, default=200,
                         help="images for the batch-size-1 evaluation")
+    parser.add_argument("--torch", action="store_true",
+                        help="also ours side by side with PyTorch (bench/requirements.txt)")
+    parser.add_argument("--only-torch", action="store_true",
+                        help="only the side-by-side comparison with PyTorch")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="alternating training rounds, ours and PyTorch")
+    parser.add_argument("--round-steps", type=int, default=3, help="training steps per round")
+    parser.add_argument("--eval-rounds", type=int, default=2)
+    parser.add_argument("--direct", action="store_true",
+                        help="side by side: also ours with the direct convolutions alone "
+                             "(engine.ops.DEFAULT_ALGO='direct'), a third live process")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--live", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
+    if args.live:
+        kind, spec = args.live
+        return (live_ours if kind == "ours" else live_torch)(json.loads(spec))
     if min(args.steps, args.pairs, args.pairs_plain) < 1:
         parser.error("--steps, --pairs and --pairs-plain take a count of at least 1")
 
@@ -296,8 +560,30 @@ def main():
     print("%s, %d cores; sgemm (Theano Dot22, OpenBLAS): %.0f GFLOP/s at the start "
           "(%% of sgemm: against sgemm timed right after each step, in pairs)"
           % (machine["cpu"], machine["cores"], gflops), flush=True)
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+    torch_rows = []
+    if args.torch or args.only_torch:
+        for network in networks:
+            compiledir = tempfile.mkdtemp(prefix="bench-theano-")
+            try:
+                row = side_by_side(network, args, compiledir)
+            finally:
+                shutil.rmtree(compiledir, ignore_errors=True)
+            torch_rows.append(row)
+            print("  %-14s ours / PyTorch %s %s: train %.3g / %.3g img/s (%.2f), eval %.3g / "
+                  "%.3g img/s (%.2f), peak %.3g / %.3g GB; effective %.0f GFLOP/s, "
+                  "%.2f x sgemm (%.0f GFLOP/s)" % (
+                      network, row["torch"], row["onednn"], row["ours_train_img_s"],
+                      row["torch_train_img_s"],
+                      row["ours_train_img_s"] / row["torch_train_img_s"],
+                      row["ours_eval_img_s"], row["torch_eval_img_s"],
+                      row["ours_eval_img_s"] / row["torch_eval_img_s"],
+                      row["ours_peak_rss_gb"], row["torch_peak_rss_gb"],
+                      row["ours_effective_gflops"], row["effective_over_sgemm"],
+                      row["sgemm_gflops"]), flush=True)
+        print("\n" + torch_table(torch_rows) + "\n", flush=True)
     rows = []
-    for network in [n.strip() for n in args.networks.split(",") if n.strip()]:
+    for network in networks if not args.only_torch else []:
         parts = network.split()
         spec = {"variant": parts[0], "depth": int(parts[1]),
                 "width": int(parts[2]) if len(parts) > 2 else 1, "steps": args.steps,
@@ -330,13 +616,16 @@ def main():
             lines.append("| %s (batch %d) | %s | %.3g | %.3g | %.3g | %.2f |" % (
                 network, ours["batch"], label, plain[0], plain[1], ours[key],
                 ours[key] / best if best else float("nan")))
-    table = "\n".join(lines)
-    print("\n" + table)
+    table = "\n".join(lines) if rows else ""
+    if rows:
+        print("\n" + table)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", "speed-%s.json"
                         % datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     with open(path, "w") as f:
         json.dump({"machine": machine, "sgemm_gflops": gflops, "rows": rows,
+                   "torch_rows": torch_rows,
+                   "torch_table": torch_table(torch_rows) if torch_rows else "",
                    "versions": loop.library_versions(), "table": table,
                    "command": " ".join(sys.argv)}, f, indent=2)
     print("\nwritten: %s" % path)

@@ -127,8 +127,27 @@ def _check_float32(*variables):
 # Convolution
 
 
+# How a convolution is computed: "auto" chooses by the shapes (Winograd
+# F(2x2, 3x3) for the stride-1 3x3 ones where it pays, see winograd.c's
+# pw_pays), "direct" the direct kernels (im2col + sgemm for stride 2),
+# "winograd" Winograd wherever it applies (stride 1, 3x3), direct elsewhere;
+# "winograd-dx" and "winograd-dw" for one gradient only (to time them apart).
+ALGOS = {"auto": 0, "direct": 1, "winograd": 2, "winograd-dx": 3, "winograd-dw": 4}
+# What ops built without an algo use (Conv2DLayer builds them so): benchmarks
+# set it to time whole networks with the direct kernels alone.
+DEFAULT_ALGO = "auto"
+
+
 class _ConvCOp(_COp):
-    C_FILES = ("support.c", "conv2d.c")
+    C_FILES = ("support.c", "conv2d.c", "winograd.c")
+
+    def __init__(self, stride=1, chunk_bytes=CHUNK_BYTES, algo=None):
+        algo = DEFAULT_ALGO if algo is None else algo
+        if algo not in ALGOS:
+            raise ValueError("algo must be one of %s, got %r" % (sorted(ALGOS), algo))
+        self.stride = int(stride)
+        self.chunk_bytes = int(chunk_bytes)
+        self.algo = algo
 
     def _headers(self):
         return super()._headers() + [blas_headers.openblas_threads_text()]
@@ -139,16 +158,12 @@ class Conv2D(_ConvCOp):
     stride, of (batch, channels, rows, cols) images with (out, in, k, k)
     kernels: Theano's ``conv2d(..., border_mode='half', filter_flip=False)``."""
 
-    __props__ = ("stride", "chunk_bytes")
+    __props__ = ("stride", "chunk_bytes", "algo")
     C_CALL = """
-    if (pr_conv2d(%(x)s, %(w)s, &%(y)s, %(stride)d, %(chunk_bytes)dL)) {
+    if (pr_conv2d(%(x)s, %(w)s, &%(y)s, %(stride)d, %(chunk_bytes)dL, %(algo)d)) {
         %(fail)s
     }
     """
-
-    def __init__(self, stride=1, chunk_bytes=CHUNK_BYTES):
-        self.stride = int(stride)
-        self.chunk_bytes = int(chunk_bytes)
 
     def make_node(self, x, w):
         x, w = T.as_tensor_variable(x), T.as_tensor_variable(w)
@@ -165,29 +180,27 @@ class Conv2D(_ConvCOp):
 
     def grad(self, inputs, output_grads):
         x, w = inputs
-        dx, dw = Conv2DGrad(self.stride, self.chunk_bytes)(x, w, output_grads[0])
+        dx, dw = Conv2DGrad(self.stride, self.chunk_bytes, self.algo)(x, w, output_grads[0])
         return [dx, dw]
 
     def c_code(self, node, name, inputs, outputs, sub):
         (x, w), (y,) = inputs, outputs
         return self.C_CALL % {"x": x, "w": w, "y": y, "stride": self.stride,
-                              "chunk_bytes": self.chunk_bytes, "fail": sub["fail"]}
+                              "chunk_bytes": self.chunk_bytes, "algo": ALGOS[self.algo],
+                              "fail": sub["fail"]}
 
 
 class Conv2DGrad(_ConvCOp):
     """Gradients of ``Conv2D`` with respect to the images and the kernels,
-    from one im2col per chunk."""
+    each chosen as ``Conv2D``'s ``algo`` says (the rest in one direct pass)."""
 
-    __props__ = ("stride", "chunk_bytes")
+    __props__ = ("stride", "chunk_bytes", "algo")
     C_CALL = """
-    if (pr_conv2d_grad(%(x)s, %(w)s, %(dy)s, &%(dx)s, &%(dw)s, %(stride)d, %(chunk_bytes)dL)) {
+    if (pr_conv2d_grad(%(x)s, %(w)s, %(dy)s, &%(dx)s, &%(dw)s, %(stride)d, %(chunk_bytes)dL,
+                       %(algo)d)) {
         %(fail)s
     }
     """
-
-    def __init__(self, stride=1, chunk_bytes=CHUNK_BYTES):
-        self.stride = int(stride)
-        self.chunk_bytes = int(chunk_bytes)
 
     def make_node(self, x, w, dy):
         x, w, dy = (T.as_tensor_variable(v) for v in (x, w, dy))
@@ -201,7 +214,7 @@ class Conv2DGrad(_ConvCOp):
         (x, w, dy), (dx, dw) = inputs, outputs
         return self.C_CALL % {"x": x, "w": w, "dy": dy, "dx": dx, "dw": dw,
                               "stride": self.stride, "chunk_bytes": self.chunk_bytes,
-                              "fail": sub["fail"]}
+                              "algo": ALGOS[self.algo], "fail": sub["fail"]}
 
 
 def conv2d_covers(filter_size, stride):

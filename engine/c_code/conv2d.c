@@ -463,10 +463,14 @@ cleanup:
    `slot` takes chunks slot, slot + slots, ... in order, adding their kernel
    gradients into its own doubles; the slots are added in order at the end.
    Neither depends on the number of threads: the gradients are bit-identical
-   for any OMP_NUM_THREADS. */
+   for any OMP_NUM_THREADS. `parts`: PR_DX | PR_DW, the gradients wanted (the
+   other one may come from winograd.c). */
+#define PR_DX 1
+#define PR_DW 2
 static int pr_conv2d_grad_direct(const float *xd, const float *wd, const float *dyd,
                                  float *dxd, float *dwd,
-                                 int B, int C, int H, int W, int M, int k, long chunk_bytes) {
+                                 int B, int C, int H, int W, int M, int k, long chunk_bytes,
+                                 int parts) {
     const pr_geometry g = pr_geometry_of(C, H, W, k);
     const long K = (long)C * k * k;
     const int threads = omp_get_max_threads();
@@ -503,19 +507,20 @@ static int pr_conv2d_grad_direct(const float *xd, const float *wd, const float *
             const int nb = pr_chunk_start(chunk + 1, chunks, B) - b0;
             if (g.in_place) {   /* 1x1 over whole tiles: the arrays as they are */
                 const float *x0 = xd + (long)b0 * C * H * W, *dy0 = dyd + (long)b0 * M * H * W;
-                pr_wgrad(dy0, (long)M * H * W, M, x0, (long)C * H * W, nb, &g, dw_slot);
-                for (int i = 0; i < nb; ++i)
+                if (parts & PR_DW)
+                    pr_wgrad(dy0, (long)M * H * W, M, x0, (long)C * H * W, nb, &g, dw_slot);
+                for (int i = 0; i < nb && (parts & PR_DX); ++i)
                     pr_direct(dy0 + (long)i * M * H * W, M, C, &g, packed,
                               dxd + (long)(b0 + i) * C * H * W);
                 continue;
             }
             for (int i = 0; i < nb; ++i) {
-                pr_pad(xd + (long)(b0 + i) * C * H * W, C, &g, xpad + i * xs);
+                if (parts & PR_DW) pr_pad(xd + (long)(b0 + i) * C * H * W, C, &g, xpad + i * xs);
                 pr_pad(dyd + (long)(b0 + i) * M * H * W, M, &g, dypad + i * ds);
             }
-            pr_wgrad(dypad, ds, M, xpad, xs, nb, &g, dw_slot);
+            if (parts & PR_DW) pr_wgrad(dypad, ds, M, xpad, xs, nb, &g, dw_slot);
             /* input gradient: the padded output gradient through the flipped kernels */
-            for (int i = 0; i < nb; ++i) {
+            for (int i = 0; i < nb && (parts & PR_DX); ++i) {
                 float *dx_image = dxd + (long)(b0 + i) * C * H * W;
                 if (g.rows) {
                     pr_direct(dypad + i * ds, M, C, &g, packed, dx_image);
@@ -526,7 +531,7 @@ static int pr_conv2d_grad_direct(const float *xd, const float *wd, const float *
             }
         }
     }
-    pr_add_slots(dw_slots, slots, (long)M * K, dwd);
+    if (parts & PR_DW) pr_add_slots(dw_slots, slots, (long)M * K, dwd);
     status = 0;
 cleanup:
     free(packed);
@@ -592,6 +597,26 @@ cleanup:
 
 /* ---- The ops: Python arrays in and out ---- */
 
+/* Winograd F(2x2, 3x3), in winograd.c (compiled after this file). */
+static int pw_conv2d(const float *xd, const float *wd, float *yd, int B, int Ci, int H, int W,
+                     int Mo, int flip_transpose, long chunk_bytes);
+static int pw_conv2d_wgrad(const float *xd, const float *dyd, float *dwd, int B, int C, int H,
+                           int W, int M, long chunk_bytes);
+static int pw_pays(int part, int B, int C, int H, int W, int M);
+
+/* The algorithm for one part (PR_Y forward, PR_DX, PR_DW) of a convolution:
+   algo 1 the direct kernels (or im2col), 2 Winograd where it applies (stride
+   1, 3x3), 3 / 4 Winograd for the input / kernel gradient only (for timing
+   them apart), 0 ("auto") Winograd where it applies and pays (pw_pays: by
+   the shapes alone, so the choice never depends on the machine's state). */
+#define PR_Y 4
+static int pr_winograd(int algo, int part, int B, int C, int H, int W, int M, int k, int s) {
+    if (s != 1 || k != 3 || algo == 1) return 0;
+    if (algo == 3) return part == PR_DX;
+    if (algo == 4) return part == PR_DW;
+    return algo == 2 || pw_pays(part, B, C, H, W, M);
+}
+
 /* Whether a (M, C, k, k) kernel fits (B, C, H, W) images: k odd, and at
    most 3 at stride 1 (the direct kernels hold 9 taps). */
 static int pr_kernel_fits(PyArrayObject *x, PyArrayObject *w, int s) {
@@ -602,7 +627,7 @@ static int pr_kernel_fits(PyArrayObject *x, PyArrayObject *w, int s) {
 
 /* Conv2D: *y = x cross-correlated with w. */
 static int pr_conv2d(PyArrayObject *x, PyArrayObject *w, PyArrayObject **y,
-                     int s, long chunk_bytes) {
+                     int s, long chunk_bytes, int algo) {
     int status = -1, computed;
     int B, C, H, W, M, k;
     npy_intp dims[4];
@@ -623,8 +648,10 @@ static int pr_conv2d(PyArrayObject *x, PyArrayObject *w, PyArrayObject **y,
     xd = (const float*)PyArray_DATA(xc); wd = (const float*)PyArray_DATA(wc);
     yd = (float*)PyArray_DATA(*y);
     Py_BEGIN_ALLOW_THREADS  /* the batch worker thread runs meanwhile */
-    computed = s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)
-                      : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);
+    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)
+                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)
+               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)
+               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);
     Py_END_ALLOW_THREADS
     if (computed) {
         PyErr_NoMemory();
@@ -639,8 +666,9 @@ cleanup:
 
 /* Conv2DGrad: *dx and *dw, the gradients of Conv2D(x, w) for output gradient dy. */
 static int pr_conv2d_grad(PyArrayObject *x, PyArrayObject *w, PyArrayObject *dy,
-                          PyArrayObject **dx, PyArrayObject **dw, int s, long chunk_bytes) {
-    int status = -1, computed;
+                          PyArrayObject **dx, PyArrayObject **dw, int s, long chunk_bytes,
+                          int algo) {
+    int status = -1, computed, direct;
     int B, C, H, W, M, k;
     npy_intp dims[4];
     const float *xd, *wd, *dyd;
@@ -664,9 +692,24 @@ static int pr_conv2d_grad(PyArrayObject *x, PyArrayObject *w, PyArrayObject *dy,
     dyd = (const float*)PyArray_DATA(dyc);
     dxd = (float*)PyArray_DATA(*dx); dwd = (float*)PyArray_DATA(*dw);
     Py_BEGIN_ALLOW_THREADS
-    computed = s == 1
-        ? pr_conv2d_grad_direct(xd, wd, dyd, dxd, dwd, B, C, H, W, M, k, chunk_bytes)
-        : pr_conv2d_grad_im2col(xd, wd, dyd, dxd, dwd, B, C, H, W, M, k, s, chunk_bytes);
+    if (s != 1) {
+        computed = pr_conv2d_grad_im2col(xd, wd, dyd, dxd, dwd, B, C, H, W, M, k, s, chunk_bytes);
+    } else {
+        /* each gradient by Winograd where chosen, the rest in one direct pass */
+        computed = 0;
+        direct = 0;
+        if (pr_winograd(algo, PR_DX, B, C, H, W, M, k, s))
+            computed |= pw_conv2d(dyd, wd, dxd, B, M, H, W, C, 1, chunk_bytes);
+        else
+            direct |= PR_DX;
+        if (pr_winograd(algo, PR_DW, B, C, H, W, M, k, s))
+            computed |= pw_conv2d_wgrad(xd, dyd, dwd, B, C, H, W, M, chunk_bytes);
+        else
+            direct |= PR_DW;
+        if (direct)
+            computed |= pr_conv2d_grad_direct(xd, wd, dyd, dxd, dwd, B, C, H, W, M, k,
+                                              chunk_bytes, direct);
+    }
     Py_END_ALLOW_THREADS
     if (computed) {
         PyErr_NoMemory();

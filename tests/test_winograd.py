@@ -1,0 +1,150 @@
+"""Winograd F(2x2, 3x3) (engine/c_code/winograd.c) against a float64
+reference: Theano's stock convolution (CorrMM) and its gradients in float64.
+Every stride-1 3x3 shape of the networks, forward, input gradient and kernel
+gradient, within 2e-5 of the largest reference value; the same bits for any
+number of threads."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import engine  # noqa: F401  (configures Theano)
+import theano
+import theano.tensor as T
+import lasagne
+
+from engine import layers, ops
+import models
+from conftest import PROJECT_DIR
+
+TOLERANCE = 2e-5
+
+
+def network_shapes():
+    """(in channels, size, out channels) of every stride-1 3x3 convolution in
+    normal, bottleneck and wide networks (widths 1, 4 and 10): the shapes
+    depend on the variant and width only, not on the depth."""
+    shapes = set()
+    for variant, width in (("normal", 1), ("bottleneck", 1), ("wide", 4), ("wide", 10)):
+        net = models.build_model(variant, 1, width=width) if variant == "wide" else \
+            models.build_model(variant, 1)
+        for layer in lasagne.layers.get_all_layers(net):
+            if isinstance(layer, layers.Conv2DLayer) and layer.filter_size == 3 \
+                    and layer.stride == 1:
+                _, channels, size, _ = layer.input_shape
+                shapes.add((channels, size, layer.num_filters))
+    return sorted(shapes)
+
+
+SHAPES = network_shapes()
+
+
+def reference_and_ours(algo):
+    """A function of (x, w, dy) returning the float64 reference's y, dx, dw and ours."""
+    x, w, dy = T.dtensor4(), T.dtensor4(), T.dtensor4()
+    stock = T.nnet.conv2d(x, w, border_mode="half", filter_flip=False)
+    x32, w32, dy32 = (T.cast(v, "float32") for v in (x, w, dy))
+    ours = ops.Conv2D(1, algo=algo)(x32, w32)
+    dx, dw = ops.Conv2DGrad(1, algo=algo)(x32, w32, dy32)
+    return theano.function([x, w, dy], [stock] + T.grad((stock * dy).sum(), [x, w])
+                           + [ours, dx, dw])
+
+
+@pytest.fixture(scope="module")
+def winograd():
+    return reference_and_ours("winograd")
+
+
+def relative_error(ours, reference):
+    return np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-30)
+
+
+def test_the_networks_shapes_are_found():
+    assert (16, 32, 16) in SHAPES and (64, 8, 64) in SHAPES and (640, 8, 640) in SHAPES
+
+
+# batch 20: a whole group of 16 images (one vector each) and a group of 4;
+# the wide networks' larger shapes take most of the time (float64 reference)
+@pytest.mark.parametrize("channels,size,filters", [
+    pytest.param(*shape, marks=[pytest.mark.slow] if shape[0] * shape[2] > 128 * 128 else [])
+    for shape in SHAPES])
+def test_winograd_matches_float64_on_every_network_shape(winograd, channels, size, filters):
+    rng = np.random.default_rng(channels * 1000 + size * 10 + filters)
+    batch = 20 if channels * filters <= 256 * 256 else 16
+    xv = rng.normal(size=(batch, channels, size, size)).astype(np.float32)
+    wv = (rng.normal(size=(filters, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
+    dyv = rng.normal(size=(batch, filters, size, size)).astype(np.float32)
+    out = winograd(xv.astype(np.float64), wv.astype(np.float64), dyv.astype(np.float64))
+    for name, ours, reference in zip(("forward", "input gradient", "kernel gradient"),
+                                     out[3:], out[:3]):
+        assert relative_error(ours, reference) < TOLERANCE, name
+
+
+# odd sizes (a last row and column of tiles half outside), odd channel counts
+# (the product tiles' remainders), batches of one image and of a group and a bit
+@pytest.mark.parametrize("batch,channels,size,filters",
+                         [(1, 3, 5, 2), (3, 13, 7, 21), (17, 16, 9, 8), (16, 9, 6, 33),
+                          (33, 24, 4, 12), (2, 5, 32, 9), (128, 16, 8, 16)])
+def test_winograd_matches_float64_on_odd_shapes(winograd, batch, channels, size, filters):
+    rng = np.random.default_rng(batch + channels + size + filters)
+    args = [rng.normal(size=shape) for shape in ((batch, channels, size, size),
+                                                  (filters, channels, 3, 3),
+                                                  (batch, filters, size, size))]
+    args = [a.astype(np.float32).astype(np.float64) for a in args]
+    out = winograd(*args)
+    for ours, reference in zip(out[3:], out[:3]):
+        assert relative_error(ours, reference) < TOLERANCE
+
+
+def test_every_algorithm_gives_the_same_convolution():
+    """auto, direct, winograd and the two mixed ones, on a shape where auto
+    picks Winograd for some parts: all within the tolerance of each other."""
+    rng = np.random.default_rng(1)
+    args = [rng.normal(size=shape).astype(np.float32).astype(np.float64)
+            for shape in ((32, 64, 8, 8), (64, 64, 3, 3), (32, 64, 8, 8))]
+    results = {algo: reference_and_ours(algo)(*args) for algo in ops.ALGOS}
+    for algo, out in results.items():
+        for ours, reference in zip(out[3:], out[:3]):
+            assert relative_error(ours, reference) < TOLERANCE, algo
+
+
+def test_conv_ops_refuse_an_unknown_algorithm():
+    with pytest.raises(ValueError, match="algo must be one of"):
+        ops.Conv2D(1, algo="fft")
+
+
+THREAD_SCRIPT = """
+import sys
+import numpy as np
+import engine
+import theano
+import theano.tensor as T
+from engine import ops
+rng = np.random.default_rng(0)
+x, w, dy = T.tensor4(), T.tensor4(), T.tensor4()
+f = theano.function([x, w, dy], [ops.Conv2D(1, algo="winograd")(x, w)]
+                    + list(ops.Conv2DGrad(1, algo="winograd")(x, w, dy)))
+outputs = []
+for batch, channels, size, filters in ((40, 16, 8, 24), (20, 13, 9, 21)):
+    outputs += f(rng.normal(size=(batch, channels, size, size)).astype("float32"),
+                 rng.normal(size=(filters, channels, 3, 3)).astype("float32"),
+                 rng.normal(size=(batch, filters, size, size)).astype("float32"))
+np.savez(sys.argv[1], *outputs)
+"""
+
+
+def test_winograd_results_do_not_depend_on_the_number_of_threads(tmp_path):
+    results = []
+    for threads in ("1", "3"):
+        path = tmp_path / ("threads%s.npz" % threads)
+        done = subprocess.run([sys.executable, "-c", THREAD_SCRIPT, str(path)], cwd=PROJECT_DIR,
+                              env=dict(os.environ, OMP_NUM_THREADS=threads),
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        with np.load(path) as arrays:
+            results.append([arrays[name] for name in sorted(arrays.files)])
+    assert len(results[0]) == 6
+    for one, three in zip(*results):
+        np.testing.assert_array_equal(one, three)

@@ -246,37 +246,6 @@ def stem_input_check(values, images, stats):
     return {"spread": float(spread), "shift": float(shift)}
 
 
-def stem_input_check(values, images, stats):
-    """How well inputs prepared with ``stats`` fit the first batch norm of an
-    old .pklz file, or None where it cannot tell.
-
-    Every old graph starts with a 3x3 convolution (16 kernels, no bias) and a
-    batch norm whose running mean and inverse standard deviation the file holds
-    as its arrays 3 and 4. Returns the median over channels of ``spread`` (the
-    convolution's output standard deviation on ``images`` times the stored
-    inverse standard deviation: about 1 when the images are prepared as in
-    training, about 255 or 1/255 when they are scaled differently) and
-    ``shift`` (the output mean's distance from the stored mean, in stored
-    standard deviations). None for files whose stored statistics are still the
-    initial ones (mean 0, inverse standard deviation 1): nothing to compare.
-    """
-    if len(values) < 5 or values[0].shape[1:] != (3, 3, 3):
-        return None
-    kernels, mean, inv_std = (np.asarray(values[i], np.float64) for i in (0, 3, 4))
-    if mean.shape != inv_std.shape or mean.shape != kernels.shape[:1]:
-        return None
-    if not np.any(mean) and np.all(inv_std == 1):
-        return None
-    x = np.pad(utils.normalise(images, stats).astype(np.float64),
-               ((0, 0), (0, 0), (1, 1), (1, 1)))
-    windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3))
-    out = np.tensordot(windows, kernels, axes=([1, 4, 5], [1, 2, 3]))  # (N, 32, 32, 16)
-    out = out.reshape(-1, kernels.shape[0])
-    spread = np.median(out.std(axis=0) * inv_std)
-    shift = np.median(np.abs(out.mean(axis=0) - mean) * inv_std)
-    return {"spread": float(spread), "shift": float(shift)}
-
-
 def report_input_check(old_values, images, stats, old_record):
     """Print how well the prepared inputs fit the .pklz file's first batch norm
     (``stem_input_check``) and keep it in ``old_record``."""

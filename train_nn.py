@@ -17,7 +17,6 @@ published weights also go to data/weights/<network>.npz for test_model.py.
 """
 import argparse
 import datetime
-import json
 import math
 import os
 import shutil

@@ -42,7 +42,6 @@ import functools
 import hashlib
 import os
 
-import theano
 import theano.tensor as T
 from theano import Apply, Op
 from theano.gradient import DisconnectedType

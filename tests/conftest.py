@@ -209,6 +209,21 @@ DECAY_REACH = {
 }
 
 
+def outputs_per_thread_count(script, tmp_path, thread_counts):
+    """Run ``python -c script OUT.npz`` once per OMP_NUM_THREADS value; return,
+    for each, the arrays it saved (in name order)."""
+    results = []
+    for threads in thread_counts:
+        path = tmp_path / ("threads%s.npz" % threads)
+        done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=PROJECT_DIR,
+                              env=dict(os.environ, OMP_NUM_THREADS=threads),
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        with np.load(path) as arrays:
+            results.append([arrays[name] for name in sorted(arrays.files)])
+    return results
+
+
 def pytest_configure(config):
     # Theano 1.0.5 uses numpy aliases deprecated since numpy 1.20.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:theano.*")

@@ -1,8 +1,6 @@
 """The C ops against Theano's stock ops: same numbers, forward and backward."""
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from lasagne.layers import get_all_params, get_output
 
 from engine import layers
 import models
-from conftest import PROJECT_DIR, pairs
+from conftest import outputs_per_thread_count, pairs
 from engine import ops
 
 RNG = np.random.default_rng(0)
@@ -238,15 +236,7 @@ np.savez(sys.argv[1], *outputs)
 def test_results_do_not_depend_on_the_number_of_threads(tmp_path):
     """Work is cut by the shapes alone: one thread and three give the same
     bits (the resume test relies on it for whole training steps)."""
-    results = []
-    for threads in ("1", "3"):
-        path = tmp_path / ("threads%s.npz" % threads)
-        done = subprocess.run([sys.executable, "-c", THREAD_SCRIPT, str(path)], cwd=PROJECT_DIR,
-                              env=dict(os.environ, OMP_NUM_THREADS=threads),
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-        with np.load(path) as arrays:
-            results.append([arrays[name] for name in sorted(arrays.files)])
+    results = outputs_per_thread_count(THREAD_SCRIPT, tmp_path, ("1", "3"))
     assert len(results[0]) == 15
     for one, three in pairs(*results):
         np.testing.assert_array_equal(one, three)

@@ -4,10 +4,8 @@ import json
 import os
 import stat
 
-import numpy as np
 import pytest
 
-import utils
 from conftest import run_cli, write_tiny_cifar10
 
 # Every test here runs the programs in subprocesses.

@@ -3,9 +3,6 @@ reference: Theano's stock convolution (CorrMM) and its gradients in float64.
 Every stride-1 3x3 shape of the networks, forward, input gradient and kernel
 gradient, within 2e-5 of the largest reference value; the same bits for any
 number of threads."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ import lasagne
 
 from engine import layers, ops
 import models
-from conftest import PROJECT_DIR
+from conftest import outputs_per_thread_count, pairs
 
 TOLERANCE = 2e-5
 
@@ -136,15 +133,7 @@ np.savez(sys.argv[1], *outputs)
 
 
 def test_winograd_results_do_not_depend_on_the_number_of_threads(tmp_path):
-    results = []
-    for threads in ("1", "3"):
-        path = tmp_path / ("threads%s.npz" % threads)
-        done = subprocess.run([sys.executable, "-c", THREAD_SCRIPT, str(path)], cwd=PROJECT_DIR,
-                              env=dict(os.environ, OMP_NUM_THREADS=threads),
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-        with np.load(path) as arrays:
-            results.append([arrays[name] for name in sorted(arrays.files)])
+    results = outputs_per_thread_count(THREAD_SCRIPT, tmp_path, ("1", "3"))
     assert len(results[0]) == 6
-    for one, three in zip(*results):
+    for one, three in pairs(*results):
         np.testing.assert_array_equal(one, three)

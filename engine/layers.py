@@ -14,9 +14,9 @@ linked to OpenBLAS, and for batch norm per-channel statistics; set
     used cuDNN, which cross-correlates, so its published weights only give
     their accuracy in a cross-correlation. It takes Lasagne's keyword names
     (``pad``, ``flip_filters``, ``nonlinearity``, ``b``, ``untie_biases``)
-    and refuses, with a ValueError, the values it does not compute.
-    ``Conv2DLayer`` is its former name, kept for callers not yet moved to the
-    new one: it is this class, not Lasagne's ``Conv2DLayer``.
+    and refuses, with a ValueError, the values it does not compute; its
+    defaults are this project's (same padding, no bias, no nonlinearity, no
+    flip), which is why it is not called ``Conv2DLayer``.
 ``BatchNormLayer`` and ``batch_norm``
     Batch normalisation (Ioffe & Szegedy 2015) as Lasagne's development
     version defines it (the version the 2016 code used; Lasagne 0.1 has
@@ -170,10 +170,6 @@ class CrossCorrelation2DLayer(Layer):
             output = self.nonlinearity(output)
         return output
 
-
-# The former name, for callers not yet moved (tests, bench/speed.py's
-# patching): this class, not Lasagne's Conv2DLayer.
-Conv2DLayer = CrossCorrelation2DLayer
 
 # Lasagne's default for the running inverse standard deviation; compared by
 # identity to tell a value the caller gave from the default.

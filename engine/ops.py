@@ -132,7 +132,7 @@ def _check_float32(*variables):
 # "winograd" Winograd wherever it applies (stride 1, 3x3), direct elsewhere;
 # "winograd-dx" and "winograd-dw" for one gradient only (to time them apart).
 ALGOS = {"auto": 0, "direct": 1, "winograd": 2, "winograd-dx": 3, "winograd-dw": 4}
-# What ops built without an algo use (Conv2DLayer builds them so): benchmarks
+# What ops built without an algo use (CrossCorrelation2DLayer builds them so): benchmarks
 # set it to time whole networks with the direct kernels alone.
 DEFAULT_ALGO = "auto"
 

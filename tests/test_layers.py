@@ -433,5 +433,7 @@ def test_conv_bias_and_nonlinearity_as_in_lasagne(c_ops):
     np.testing.assert_allclose(b, np.maximum(a + 0.5, 0), rtol=1e-6, atol=1e-6)
 
 
-def test_conv2dlayer_is_the_former_name_of_the_cross_correlation():
-    assert layers.Conv2DLayer is layers.CrossCorrelation2DLayer
+def test_no_layer_here_takes_lasagnes_conv2dlayer_name():
+    # Its defaults (pad=0, flip_filters=True, a bias, ReLU) are not ours: a
+    # Lasagne user must not get this class under that name.
+    assert not hasattr(layers, "Conv2DLayer")

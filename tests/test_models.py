@@ -68,7 +68,7 @@ def test_invalid_arguments_raise_clear_value_errors(args, kwargs, message):
 
 
 def _convs(net):
-    return [l for l in get_all_layers(net) if isinstance(l, layers.Conv2DLayer)]
+    return [l for l in get_all_layers(net) if isinstance(l, layers.CrossCorrelation2DLayer)]
 
 
 def _by_name(net):
@@ -159,7 +159,7 @@ def test_conv_layer_is_a_same_padded_cross_correlation(size, stride):
     rng = np.random.default_rng(size + stride)
     image = rng.normal(size=(2, 3, 9, 9)).astype(np.float32)
     x = T.tensor4()
-    conv = layers.Conv2DLayer(lasagne.layers.InputLayer((None, 3, 9, 9), x), 4, size, stride)
+    conv = layers.CrossCorrelation2DLayer(lasagne.layers.InputLayer((None, 3, 9, 9), x), 4, size, stride)
     out = theano.function([x], get_output(conv))(image)
     assert out.shape == (2, 4, (9 + stride - 1) // stride, (9 + stride - 1) // stride)
     assert conv.output_shape[2:] == out.shape[2:]

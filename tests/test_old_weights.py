@@ -23,7 +23,7 @@ from lasagne.layers import (DenseLayer, ElemwiseSumLayer, GlobalPoolLayer, Input
                             get_all_params, get_output)
 from lasagne.nonlinearities import rectify, softmax
 
-from engine.layers import BatchNormLayer, Conv2DLayer
+from engine.layers import BatchNormLayer, CrossCorrelation2DLayer as Conv2DLayer
 import models
 import test_model
 import utils

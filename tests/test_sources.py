@@ -169,7 +169,7 @@ NETWORKS = [("normal", 2, 1, "paper"), ("bottleneck", 2, 1, "paper"), ("wide", 2
 def convolutions(net):
     return {l.name: (l.filter_size, l.stride, l.input_shape[1], l.num_filters,
                      l.output_shape[2])
-            for l in get_all_layers(net) if isinstance(l, layers.Conv2DLayer)}
+            for l in get_all_layers(net) if isinstance(l, layers.CrossCorrelation2DLayer)}
 
 
 @pytest.mark.parametrize("variant,n,k,arch", NETWORKS)
@@ -216,7 +216,7 @@ def test_paper_initialisation_is_the_authors(variant, n, k):
     1/sqrt(fan_in)), then ``v.bias:zero()``."""
     net = models.Network(models.network_info(variant, n, k, "paper", "cifar10"), seed=3)
     for layer in get_all_layers(net.output):
-        if isinstance(layer, layers.Conv2DLayer):
+        if isinstance(layer, layers.CrossCorrelation2DLayer):
             w = layer.W.get_value()
             fan_out = layer.filter_size ** 2 * layer.num_filters
             assert abs(w.mean()) < 5 * w.std() / math.sqrt(w.size), layer.name
@@ -240,7 +240,7 @@ def test_seed_initialisation_is_the_old_repositorys():
     net = models.Network(models.network_info("bottleneck", 1, 1, "seed", "cifar10"), seed=3)
     checked = set()
     for layer in get_all_layers(net.output):
-        if isinstance(layer, layers.Conv2DLayer):
+        if isinstance(layer, layers.CrossCorrelation2DLayer):
             w = layer.W.get_value()
             fan_in = layer.filter_size ** 2 * layer.input_shape[1]
             if layer.name.endswith("projection"):

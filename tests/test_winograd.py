@@ -28,7 +28,7 @@ def network_shapes():
         net = models.build_model(variant, 1, width=width) if variant == "wide" else \
             models.build_model(variant, 1)
         for layer in lasagne.layers.get_all_layers(net):
-            if isinstance(layer, layers.Conv2DLayer) and layer.filter_size == 3 \
+            if isinstance(layer, layers.CrossCorrelation2DLayer) and layer.filter_size == 3 \
                     and layer.stride == 1:
                 _, channels, size, _ = layer.input_shape
                 shapes.add((channels, size, layer.num_filters))

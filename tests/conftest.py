@@ -34,13 +34,13 @@ def write_batch(path, images, labels, label_key="labels", protocol=2):
         pickle.dump(batch, f, protocol=protocol)
 
 
-def write_tiny_cifar10(root, per_batch=40, test_count=100, seed=0):
+def write_tiny_cifar10(root, per_batch=40, test_count=100, seed=0, images=make_images):
+    """A CIFAR-10 folder of ``images(count, seed)`` (make_images by default)."""
     folder = os.path.join(str(root), "cifar-10-batches-py")
     os.makedirs(folder, exist_ok=True)
     for i in range(1, 6):
-        write_batch(os.path.join(folder, "data_batch_%d" % i),
-                    *make_images(per_batch, seed + i))
-    write_batch(os.path.join(folder, "test_batch"), *make_images(test_count, seed + 99))
+        write_batch(os.path.join(folder, "data_batch_%d" % i), *images(per_batch, seed + i))
+    write_batch(os.path.join(folder, "test_batch"), *images(test_count, seed + 99))
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
         pickle.dump({"label_names": LABEL_NAMES, "num_cases_per_batch": per_batch}, f,
                     protocol=2)

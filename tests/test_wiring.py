@@ -403,19 +403,35 @@ def test_log_csv_reports_the_learning_rate_the_steps_used(run):
 # Learning
 
 
+# Ten colours far apart (the RGB cube's corners, grey, orange): an image's
+# class is its colour under strong noise, which crops and flips keep.
+PALETTE = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
+                    (255, 0, 255), (0, 255, 255), (255, 255, 255), (128, 128, 128),
+                    (255, 128, 0)])
+
+
+def coloured_images(count, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(PALETTE), count)
+    images = PALETTE[labels][:, :, None, None] + rng.normal(0, 60, (count, 3, 32, 32))
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
 def test_a_short_run_learns_the_learnable_data(tmp_path):
-    """Images whose colour depends on the class (conftest.make_images): four
-    short epochs of the paper recipe bring the training loss down every epoch
-    and the test error far below chance (90 %)."""
-    write_tiny_cifar10(tmp_path / "data", per_batch=100, test_count=200)
+    """Three short epochs of the paper recipe on noisy images whose colour is
+    their class: the training loss falls every epoch, to well under half, and
+    the test error ends far below chance (90 %). The learning rate is 0.02:
+    0.1 is for batches of 128, and on 400 images in batches of 20 it bounces
+    (losses 1.18, 0.57, 0.63 with seed 0)."""
+    write_tiny_cifar10(tmp_path / "data", per_batch=80, test_count=200, images=coloured_images)
     data = utils.load_dataset("cifar10", str(tmp_path / "data"), log=quiet)
     config = tiny_config("paper-preresnet", tmp_path / "data",
-                         {"epochs": 4, "batch_size": 20}, ("normal", 1, 1, "paper"))
+                         {"epochs": 3, "batch_size": 20, "lr": 0.02}, ("normal", 1, 1, "paper"))
     os.makedirs(tmp_path / "run")
     last = train_nn.train(config, data, str(tmp_path / "run"), log=quiet)
     rows = read_log(tmp_path / "run")
     losses = [float(row["train_loss"]) for row in rows]
-    assert len(losses) == 4
-    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.75 * losses[0], losses
-    assert float(rows[-1]["train_error"]) < float(rows[0]["train_error"])
-    assert last["test_error"] < 40.0, last
+    assert len(losses) == 3
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.4 * losses[0], losses
+    assert float(rows[-1]["train_error"]) < 0.5 * float(rows[0]["train_error"]), rows
+    assert last["test_error"] < 20.0, last

@@ -222,13 +222,29 @@ def test_batch_script_saves_and_requeues_its_task_on_usr1(fake_sweep):
     assert "stopped before the time limit; requeueing 70_1" in out
 
 
+
+def children_of(pid):
+    """The pids whose parent is ``pid``, read from /proc (no pgrep in slim images)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(entry))
+    return children
+
+
 def test_batch_script_leaves_requeue_to_slurm_on_term(fake_sweep):
     fake = fake_sweep
     script = start_script(fake, "wait")
     wait_for(lambda: fake["log"].exists() and "started" in fake["log"].read_text(), 30,
              "the fake run to start")
-    child = [int(p) for p in subprocess.run(["pgrep", "-P", str(script.pid)],
-                                            capture_output=True, text=True).stdout.split()]
+    child = children_of(script.pid)
     # Slurm (requeue, preemption, scancel, time limit) signals every process
     for pid in [script.pid] + child:
         os.kill(pid, signal.SIGTERM)

@@ -358,7 +358,13 @@ class Live:
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--live", kind, json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=PROJECT)
+        self.ready = None
+
+    def wait_ready(self):
+        """Block until the child has compiled and warmed up (all children
+        start at once, so that their compilations overlap)."""
         self.ready = self._read("READY ")
+        return self
 
     def _read(self, prefix):
         for line in self.process.stdout:
@@ -397,7 +403,11 @@ def side_by_side(network, args, compiledir):
         children["ours"] = Live("ours", dict(spec, algo="auto"), compiledir)
         children["torch"] = Live("torch", spec, compiledir)
         if args.direct:
-            children["direct"] = Live("ours", dict(spec, algo="direct"), compiledir)
+            # a compile folder of its own: Theano compiles one module at a time per folder
+            children["direct"] = Live("ours", dict(spec, algo="direct"),
+                                      os.path.join(compiledir, "direct"))
+        for child in children.values():
+            child.wait_ready()
         ours, theirs = children["ours"], children["torch"]
         if ours.ready["macs"] != theirs.ready["macs"]:
             raise RuntimeError("the PyTorch network differs from ours: %d vs %d multiply-adds"

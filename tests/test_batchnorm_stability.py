@@ -8,9 +8,6 @@ r = 10000 its output was off by hundreds of standard deviations). Both paths
 are held to the same bound: the C op's error at most 10 times the plain
 path's, or 10 times float32's resolution where the plain path is exact by
 chance."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,7 +18,7 @@ import theano.tensor as T
 from lasagne.layers import InputLayer, get_output
 
 from engine import layers, ops
-from conftest import PROJECT_DIR
+from conftest import outputs_per_thread_count, pairs
 
 RATIOS = [1000, 10000, 100000]
 SHAPE = (16, 3, 16, 16)
@@ -143,17 +140,8 @@ np.savez(sys.argv[1], *outputs)
 def test_results_do_not_depend_on_the_number_of_threads(tmp_path):
     """The same bits for one, two and three threads, for channels whose means
     span five orders of magnitude."""
-    results = []
-    for threads in ("1", "2", "3"):
-        path = tmp_path / ("threads%s.npz" % threads)
-        done = subprocess.run([sys.executable, "-c", THREAD_SCRIPT, str(path)], cwd=PROJECT_DIR,
-                              env=dict(os.environ, OMP_NUM_THREADS=threads),
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-        with np.load(path) as arrays:
-            results.append([arrays["arr_%d" % i] for i in range(len(arrays.files))])
+    results = outputs_per_thread_count(THREAD_SCRIPT, tmp_path, ("1", "2", "3"))
     assert len(results[0]) == 2 * (7 + 5)
-    for one, other in zip(results[0], results[1]):
-        np.testing.assert_array_equal(one, other)
-    for one, other in zip(results[0], results[2]):
-        np.testing.assert_array_equal(one, other)
+    for one, two, three in pairs(*results):
+        np.testing.assert_array_equal(one, two)
+        np.testing.assert_array_equal(one, three)

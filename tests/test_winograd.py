@@ -107,6 +107,36 @@ def test_every_algorithm_gives_the_same_convolution():
             assert relative_error(ours, reference) < TOLERANCE, algo
 
 
+def float32_convolutions(algo):
+    """A function of float32 (x, w, dy) returning y, dx, dw of one algorithm."""
+    x, w, dy = T.tensor4(), T.tensor4(), T.tensor4()
+    return theano.function([x, w, dy], [ops.Conv2D(1, algo=algo)(x, w)]
+                           + list(ops.Conv2DGrad(1, algo=algo)(x, w, dy)))
+
+
+@pytest.mark.parametrize("batch,channels,filters,chosen", [
+    (32, 16, 16, ("winograd", "direct", "direct")),   # 16 channels: the forward pass only
+    (32, 16, 64, ("winograd", "direct", "direct")),
+    (32, 32, 32, ("winograd", "winograd", "winograd")),
+    (4, 64, 64, ("direct", "direct", "direct")),       # 4 of a vector's 16 lanes used
+])
+def test_auto_chooses_each_part_by_its_shape(batch, channels, filters, chosen):
+    """auto takes Winograd's forward pass from 16 channels and its gradients
+    from 32 on both sides (winograd.c's pw_pays): each part's bits equal those
+    of the algorithm it should have chosen."""
+    rng = np.random.default_rng(batch + channels + filters)
+    args = [rng.normal(size=shape).astype(np.float32)
+            for shape in ((batch, channels, 8, 8), (filters, channels, 3, 3),
+                          (batch, filters, 8, 8))]
+    auto = float32_convolutions("auto")(*args)
+    fixed = {algo: float32_convolutions(algo)(*args) for algo in ("direct", "winograd")}
+    for part, (name, algo) in enumerate(zip(("forward", "input gradient", "kernel gradient"),
+                                            chosen)):
+        np.testing.assert_array_equal(auto[part], fixed[algo][part], err_msg=name)
+        other = "direct" if algo == "winograd" else "winograd"
+        assert not np.array_equal(auto[part], fixed[other][part]), name
+
+
 def test_conv_ops_refuse_an_unknown_algorithm():
     with pytest.raises(ValueError, match="algo must be one of"):
         ops.Conv2D(1, algo="fft")

@@ -558,14 +558,18 @@ cleanup:
 
 /* Whether Winograd pays for this part (PR_Y, PR_DX or PR_DW) of a stride-1
    3x3 convolution of (B, C, H, W) images into M channels: by the shapes
-   alone. From timings of batches of 128 against the direct kernels
-   (bench/ops_ab.py, one thread, CPU time; docs/kernels.md): every part wins
-   from 32 channels on (forward 1.4-2.5x, gradients 1.3-2.2x) and with 16 in
-   and 64 out (a few per cent); with 16 and 16 every part loses by 3-12 %
-   (there the transforms and transposes cost as much as the products).
-   Batches that would leave many vector lanes empty stay direct. */
+   alone. From timings of batches of 128 against the direct kernels, both
+   cores, wall clock, quiet machine (bench/ops_ab.py; docs/kernels.md): the
+   forward pass wins or ties from 16 channels on (16 x 16: +7-10 %, 16 x 64:
+   +1-3 %, 32 channels and more: +48-139 %); the gradients win only when both
+   sides have 32 channels or more (+9-31 % each, +27-102 % together). With 16
+   on one side each gradient loses (input gradient 6-10 %, kernel gradient
+   16-21 %): each transformed value feeds too few products to pay for the
+   transforms and the transposes into the 16-image layout. Batches that
+   would leave many vector lanes empty stay direct. */
 static int pw_pays(int part, int B, int C, int H, int W, int M) {
     const int groups = (B + PR_VW - 1) / PR_VW;
-    (void)part; (void)H; (void)W;
-    return C >= 16 && M >= 16 && (long)C * M >= 32 * 32 && 4 * B >= 3 * groups * PR_VW;
+    const int min_channels = part == PR_Y ? 16 : 32;
+    (void)H; (void)W;
+    return C >= min_channels && M >= min_channels && 4 * B >= 3 * groups * PR_VW;
 }

@@ -45,6 +45,7 @@ def main():
     compat.keep_freed_memory()
     theano.config.profile = True
     theano.config.profile_memory = True   # records every variable's shape
+    from theano.compile import profiling
     for network in args.networks:
         parts = network.split()
         variant, depth = parts[0], int(parts[1])
@@ -63,7 +64,7 @@ def main():
         profile.fct_call_time = 0.0
         for _ in range(args.steps):
             step(x, y)
-        total = profile.fct_call_time / args.steps
+        call = profile.fct_call_time / args.steps
         by_kind = collections.Counter()
         convolutions = collections.defaultdict(lambda: [0, 0.0, 0.0])  # count, seconds, MACs
         for key, seconds in profile.apply_time.items():
@@ -83,8 +84,11 @@ def main():
                 entry[0] += 1
                 entry[1] += seconds
                 entry[2] += macs * (1 if forward else 2)
-        print("%s, batch %d, convolutions %s: %.3f s a step (mean of %d profiled steps)"
-              % (network, batch, ops.DEFAULT_ALGO, total, args.steps))
+        # shares of the ops' own time: memory profiling needs Theano's Python
+        # VM, whose overhead between ops the C VM that train_nn.py uses has not
+        total = sum(by_kind.values())
+        print("%s, batch %d, convolutions %s: the ops %.3f s a step (the profiled call %.3f s; "
+              "mean of %d steps)" % (network, batch, ops.DEFAULT_ALGO, total, call, args.steps))
         for kind, seconds in by_kind.most_common():
             print("  %-45s %7.1f ms  %5.1f %%" % (kind, 1e3 * seconds, 100 * seconds / total))
         print("  convolutions (GFLOP/s of the direct convolution's arithmetic):")
@@ -92,6 +96,7 @@ def main():
             print("    %dx%d/%d %3d -> %3d at %2dx%-2d %-9s x%-2d %7.1f ms %5.1f %%  %4.0f GFLOP/s"
                   % (k, k, s, c, m, h, h, "forward" if forward else "gradients", count,
                      1e3 * seconds, 100 * seconds / total, 2 * macs / seconds / 1e9))
+        del profiling._atexit_print_list[:]   # not Theano's full report at exit
 
 
 if __name__ == "__main__":

@@ -149,6 +149,9 @@ def child(spec):
     if spec["impl"] == "baseline":
         install_plain_layers()
         layers.USE_C_OPS = False
+    else:
+        from engine import compat
+        compat.keep_freed_memory()   # as train_nn.py's main() does
     variant, depth, width = spec["variant"], spec["depth"], spec["width"]
     info = models.network_info(variant, depth, width, "paper", "cifar10")
     recipe = train_nn.resolve_recipe("paper", variant)

@@ -21,9 +21,9 @@ from conftest import PROJECT_DIR
 
 DOCKERFILE = os.path.join(PROJECT_DIR, "Dockerfile")
 README = os.path.join(PROJECT_DIR, "README.md")
+DOCKER_DOC = os.path.join(PROJECT_DIR, "docs", "docker.md")
 CHECK_SCRIPT = os.path.join(PROJECT_DIR, "docker", "check.sh")
 GPU_CHECK_SCRIPT = os.path.join(PROJECT_DIR, "docker", "check-gpu-current.sh")
-DOCKER_DOC = os.path.join(PROJECT_DIR, "docs", "docker.md")
 GPU_REQUIREMENTS = os.path.join(PROJECT_DIR, "docker", "requirements-gpu-current.txt")
 DOCKERIGNORE = os.path.join(PROJECT_DIR, ".dockerignore")
 REQUIREMENTS = os.path.join(PROJECT_DIR, "requirements.txt")
@@ -421,7 +421,7 @@ def test_gpu_current_cuda_wheels_driver_requirement_and_readme_agree():
     # Container Toolkit enforces it, and the README says which driver that is.
     assert stage["env"]["NVIDIA_REQUIRE_CUDA"] == "cuda>=%s" % cuda_version(nvrtc)
     assert cuda_version(nvrtc) == "11.8"  # if it changes, so must the numbers below
-    for path in (gpu_readme_file(), DOCKER_DOC):
+    for path in (README, DOCKER_DOC):
         text = " ".join(read(path).split())
         assert "520.61.05" in text, path       # CUDA 11.8's minimum Linux driver
         assert "418.81.07" in text, path       # the legacy image's (the Container Toolkit's)
@@ -616,14 +616,10 @@ def test_readme_docker_commands_are_the_ones_check_sh_runs():
     assert missing == []
 
 
-def gpu_readme_file():
-    return README
-
-
 def gpu_readme_checked_commands():
-    """The commands in the code blocks of the README's "### The gpu-current
-    image"."""
-    section = read(gpu_readme_file()).split("\n### The gpu-current image", 1)[1]
+    """The commands in the code blocks of docs/docker.md's "### The
+    gpu-current image, checked" (the README points there)."""
+    section = read(DOCKER_DOC).split("\n### The gpu-current image, checked", 1)[1]
     section = section.split("\n### ", 1)[0]
     blocks = re.findall(r"\n((?:    .*\n|\n)+)", section)
     return [line for line in joined_lines("".join(blocks)) if line.startswith("docker ")]

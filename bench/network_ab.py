@@ -27,27 +27,16 @@ def main():
     import numpy as np
     import engine  # noqa: F401  (configures Theano)
     from engine import compat, ops
-    import models
-    import train_nn
+    import networks
     compat.keep_freed_memory()
     clock = time.process_time if args.cpu_time else time.time
     for network in args.networks:
-        parts = network.split()
-        variant, depth = parts[0], int(parts[1])
-        width = int(parts[2]) if len(parts) > 2 else 1
-        info = models.network_info(variant, depth, width, "paper", "cifar10")
-        recipe = train_nn.resolve_recipe("paper", variant)
         steps = {}
         for algo in ("direct", "auto"):
             ops.DEFAULT_ALGO = algo
-            net = models.Network(info)
-            step, learning_rate, _ = train_nn.compile_training_step(net, recipe)
-            learning_rate.set_value(np.float32(0.1))
-            steps[algo] = step
+            steps[algo], recipe = networks.paper_training_step(network)
         ops.DEFAULT_ALGO = "auto"
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(recipe["batch_size"], 3, 32, 32)).astype(np.float32)
-        y = rng.integers(0, 10, recipe["batch_size"]).astype(np.int32)
+        x, y = networks.random_batch(recipe["batch_size"])
         times = {algo: [] for algo in steps}
         for algo in steps:
             steps[algo](x, y)

@@ -36,28 +36,18 @@ def main():
     parser.add_argument("networks", nargs="+", help="'VARIANT DEPTH [WIDTH]'")
     parser.add_argument("--steps", type=int, default=4, help="profiled steps")
     args = parser.parse_args()
-    import numpy as np
     import engine  # noqa: F401  (configures Theano)
     import theano
     from engine import compat, ops
-    import models
-    import train_nn
+    import networks
     compat.keep_freed_memory()
     theano.config.profile = True
     theano.config.profile_memory = True   # records every variable's shape
     from theano.compile import profiling
     for network in args.networks:
-        parts = network.split()
-        variant, depth = parts[0], int(parts[1])
-        width = int(parts[2]) if len(parts) > 2 else 1
-        info = models.network_info(variant, depth, width, "paper", "cifar10")
-        recipe = train_nn.resolve_recipe("paper", variant)
-        step, learning_rate, _ = train_nn.compile_training_step(models.Network(info), recipe)
-        learning_rate.set_value(np.float32(0.1))
-        rng = np.random.default_rng(0)
+        step, recipe = networks.paper_training_step(network)
         batch = recipe["batch_size"]
-        x = rng.normal(size=(batch, 3, 32, 32)).astype(np.float32)
-        y = rng.integers(0, 10, batch).astype(np.int32)
+        x, y = networks.random_batch(batch)
         step(x, y)
         profile = step.profile
         profile.apply_time.clear()

@@ -53,6 +53,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.dirname(HERE)
 sys.path.insert(0, PROJECT)
 
+from networks import parse as parse_network  # bench/networks.py, beside this script
+
 NETWORKS = ["normal 18", "bottleneck 18", "wide 2 4", "normal 3"]
 
 
@@ -394,10 +396,9 @@ def side_by_side(network, args, compiledir):
     """One network, ours and PyTorch in alternating rounds; a row of figures."""
     import numpy as np
     import train_nn
-    parts = network.split()
-    recipe = train_nn.resolve_recipe("paper", parts[0])
-    spec = {"variant": parts[0], "depth": int(parts[1]),
-            "width": int(parts[2]) if len(parts) > 2 else 1,
+    variant, depth, width = parse_network(network)
+    recipe = train_nn.resolve_recipe("paper", variant)
+    spec = {"variant": variant, "depth": depth, "width": width,
             "eval_images": args.eval_images, "threads": os.cpu_count(),
             "recipe": {key: recipe[key] for key in ("batch_size", "momentum", "weight_decay")}}
     # ours as it runs, PyTorch, and (--direct) ours with the direct kernels alone
@@ -597,9 +598,8 @@ def main():
         print("\n" + torch_table(torch_rows) + "\n", flush=True)
     rows = []
     for network in networks if not args.only_torch else []:
-        parts = network.split()
-        spec = {"variant": parts[0], "depth": int(parts[1]),
-                "width": int(parts[2]) if len(parts) > 2 else 1, "steps": args.steps,
+        variant, depth, width = parse_network(network)
+        spec = {"variant": variant, "depth": depth, "width": width, "steps": args.steps,
                 "eval_images": args.eval_images, "eval_images_plain": args.eval_images_plain}
         for name, (impl, flags) in IMPLEMENTATIONS.items():
             compiledir = tempfile.mkdtemp(prefix="bench-theano-")

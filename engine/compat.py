@@ -311,4 +311,8 @@ with warnings.catch_warnings():
     import theano  # noqa: E402
 _require_gpu(_gpu_init_failure)
 _shim_lasagne_01()
-import lasagne  # noqa: E402,F401
+with warnings.catch_warnings():
+    # Lasagne 0.1 reads its version through pkg_resources, which setuptools
+    # 80 (the version bench/requirements.txt needs beside PyTorch) warns about.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    import lasagne  # noqa: E402,F401

@@ -14,10 +14,12 @@ mode) replaces them:
   as it copies it into its own layout; the same for ``ScaleShift`` (batch
   norm with the running averages, at inference) and for the kernel gradient
   (``Conv2DGrad``), which needs the normalised input;
-- ``BatchNormTrainGrad(x, Conv2DGrad(...)[0], ...)`` -> ``Conv2DGrad`` with
-  ``bn_grad`` (the input gradient masked where the ReLU clamped, and its
-  sums, each image while it is in the cache) followed by
-  ``BatchNormGradApply`` (the rest of the batch norm's gradient);
+- ``BatchNormTrainGrad(x, Conv2DGrad(...)[0] [+ r], ...)`` -> ``Conv2DGrad``
+  with ``bn_grad`` (the input gradient, plus ``r``, masked where the ReLU
+  clamped, and its sums, each image while it is in the cache) followed by
+  ``BatchNormGradApply`` (the rest of the batch norm's gradient); ``r`` is
+  the gradient through the batch norm's other readers (a projection, or the
+  shortcut of the first unit);
 - ``Conv2D(...) + r`` and ``BatchNormGradApply(...)[0] + r`` -> the op adds
   ``r`` as it writes (the residual sum forward, and the shortcut's gradient
   backward);
@@ -27,8 +29,8 @@ mode) replaces them:
 
 Each rewrite matches a pattern and nothing more: a batch norm whose output
 also feeds something else stays (the convolutions read through it all the
-same), a gradient that is a sum of several convolutions' gradients (the
-projection unit) keeps the separate ``BatchNormTrainGrad``, and so on; any
+same), a gradient that is a sum of three or more terms keeps the separate
+``BatchNormTrainGrad``, and so on; any
 unit order (conv-BN-ReLU, BN after the sum, ReLU before it, ...) compiles to
 whatever of these patterns it contains. Every fused op computes the same
 floating-point operations in the same order as the ops it replaces, so a
@@ -109,25 +111,35 @@ def read_through_batch_norm(fgraph, node):
 
 
 def batch_norm_gradient_in_convolution(fgraph, node):
-    """BatchNormTrainGrad of a gradient that one Conv2DGrad alone computed,
-    reading through that same batch norm -> Conv2DGrad(bn_grad) +
-    BatchNormGradApply."""
+    """BatchNormTrainGrad of a gradient that a Conv2DGrad reading through that
+    same batch norm computed, alone or plus one more term -> Conv2DGrad(bn_grad
+    [, dx_residual]) + BatchNormGradApply."""
     if not isinstance(node.op, ops.BatchNormTrainGrad):
         return None
     x, g, gamma, beta, mean, inv_std = node.inputs
-    if not _is_output(g, ops.Conv2DGrad) or not _single_client(fgraph, g):
-        return None
-    conv = g.owner
-    if conv.op.bn_grad or conv.op.prologue != ("bn_relu" if node.op.relu else "bn"):
-        return None
-    if not all(a is b for a, b in zip(list(conv.inputs[:1]) + list(conv.inputs[3:]),
-                                      (x, mean, inv_std, gamma, beta))):
-        return None   # another batch norm's statistics
-    masked, dw, sum_g, sum_gx = ops.Conv2DGrad(prologue=conv.op.prologue, bn_grad=True,
-                                              **_conv_args(conv.op))(*conv.inputs)
-    dx, dgamma, dbeta = ops.BatchNormGradApply()(x, masked, gamma, mean, inv_std, sum_g, sum_gx)
-    return [(conv.outputs[1], dw), (node.outputs[0], dx), (node.outputs[1], dgamma),
-            (node.outputs[2], dbeta)]
+    candidates = [(g, [])]
+    if g.owner is not None and _is_sum_of_two(g.owner) and _single_client(fgraph, g):
+        a, b = g.owner.inputs
+        candidates += [(a, [b]), (b, [a])]
+    for dx, rest in candidates:
+        if not _is_output(dx, ops.Conv2DGrad) or not _single_client(fgraph, dx):
+            continue
+        conv = dx.owner
+        if conv.op.bn_grad or conv.op.prologue != ("bn_relu" if node.op.relu else "bn"):
+            continue
+        if not all(a is b for a, b in zip(list(conv.inputs[:1]) + list(conv.inputs[3:]),
+                                          (x, mean, inv_std, gamma, beta))):
+            continue   # another batch norm's statistics
+        if rest and rest[0].type != x.type:
+            continue
+        masked, dw, sum_g, sum_gx = ops.Conv2DGrad(
+            prologue=conv.op.prologue, bn_grad=True, dx_residual=bool(rest),
+            **_conv_args(conv.op))(*(list(conv.inputs) + rest))
+        dx_, dgamma, dbeta = ops.BatchNormGradApply()(x, masked, gamma, mean, inv_std, sum_g,
+                                                      sum_gx)
+        return [(conv.outputs[1], dw), (node.outputs[0], dx_), (node.outputs[1], dgamma),
+                (node.outputs[2], dbeta)]
+    return None
 
 
 def _is_sum_of_two(node):

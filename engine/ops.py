@@ -133,10 +133,11 @@ def _check_float32(*variables):
 # 2x2 / 4x4 tiles wherever they apply (stride 1, 3x3), direct elsewhere;
 # "-dx" and "-dw" for one gradient only (to time them apart); "im2col" the
 # 1x1 and 3x3 stride-2 convolutions by im2col + sgemm instead of the direct
-# kernels (conv2d.c's pr_im2col_pays chooses per part in "auto").
+# kernels (conv2d.c's pr_im2col_pays chooses per part in "auto"); "gemm1x1"
+# the 1x1 stride-1 convolutions as one sgemm per image (pr_gemm_pays).
 ALGOS = {"auto": 0, "direct": 1, "winograd": 2, "winograd-dx": 3, "winograd-dw": 4,
          "winograd4": 5, "winograd4-dx": 6, "winograd4-dw": 7, "im2col": 8, "im2col-dx": 9,
-         "im2col-dw": 10}
+         "im2col-dw": 10, "gemm1x1": 11}
 # What ops built without an algo use (CrossCorrelation2DLayer builds them so): benchmarks
 # set it to time whole networks with the direct kernels alone.
 DEFAULT_ALGO = "auto"
@@ -258,33 +259,48 @@ class Conv2DGrad(_ConvCOp):
     half of that batch normalisation's gradient: the input gradient comes out
     masked where the ReLU clamped, followed by two more outputs, the sums over
     the batch of it and of it times the normalised input per channel
-    (float64), which ``BatchNormGradApply`` finishes."""
+    (float64), which ``BatchNormGradApply`` finishes; ``dx_residual`` (with
+    ``bn_grad``) takes one more input, added to the input gradient before
+    that (the gradient of the batch norm's output through its other
+    readers)."""
 
-    __props__ = ("stride", "chunk_bytes", "algo", "prologue", "bn_grad")
+    __props__ = ("stride", "chunk_bytes", "algo", "prologue", "bn_grad", "dx_residual")
     C_CALL = """
     if (pr_conv2d_grad(%(x)s, %(w)s, %(dy)s, %(mean)s, %(inv_std)s, %(gamma)s, %(beta)s,
-                       &%(dx)s, &%(dw)s, %(sum_g)s, %(sum_gx)s, %(stride)d, %(chunk_bytes)dL,
-                       %(algo)d, %(relu)d)) {
+                       %(dx_addend)s, &%(dx)s, &%(dw)s, %(sum_g)s, %(sum_gx)s, %(stride)d,
+                       %(chunk_bytes)dL, %(algo)d, %(relu)d)) {
         %(fail)s
     }
     """
 
     def __init__(self, stride=1, chunk_bytes=CHUNK_BYTES, algo=None, prologue=None,
-                 bn_grad=False):
+                 bn_grad=False, dx_residual=False):
         super().__init__(stride, chunk_bytes, algo)
         self.prologue = _check_prologue(prologue)
         self.bn_grad = bool(bn_grad)
+        self.dx_residual = bool(dx_residual)
         if self.bn_grad and not self.prologue:
             raise ValueError("bn_grad needs the batch norm's inputs: a prologue")
+        if self.dx_residual and not self.bn_grad:
+            raise ValueError("dx_residual adds to the batch norm's output gradient: bn_grad")
 
-    def make_node(self, x, w, dy, *bn):
+    def make_node(self, x, w, dy, *more):
         x, w, dy = (T.as_tensor_variable(v) for v in (x, w, dy))
         _check_float32(x, w, dy)
-        bn = _bn_inputs(self, bn)
+        more = list(more)
+        addend = [T.as_tensor_variable(more.pop())] if self.dx_residual and more else []
+        if self.dx_residual and not addend:
+            raise TypeError("Conv2DGrad with dx_residual=True takes the array to add last")
+        bn = _bn_inputs(self, more)
+        if addend:
+            _check_float32(*addend)
+            if addend[0].type != x.type:
+                raise TypeError("Conv2DGrad: the residual %s is not of the input's type %s"
+                                % (addend[0].type, x.type))
         outputs = [x.type(), w.type()]
         if self.bn_grad:
             outputs += [T.dvector(), T.dvector()]
-        return Apply(self, [x, w, dy] + bn, outputs)
+        return Apply(self, [x, w, dy] + bn + addend, outputs)
 
     def infer_shape(self, node, shapes):
         channels = (shapes[0][1],)
@@ -295,6 +311,7 @@ class Conv2DGrad(_ConvCOp):
         sums = ["&" + outputs[2], "&" + outputs[3]] if self.bn_grad else ["NULL", "NULL"]
         return self.C_CALL % {"x": inputs[0], "w": inputs[1], "dy": inputs[2], "mean": bn[0],
                               "inv_std": bn[1], "gamma": bn[2], "beta": bn[3],
+                              "dx_addend": inputs[7] if self.dx_residual else "NULL",
                               "dx": outputs[0], "dw": outputs[1], "sum_g": sums[0],
                               "sum_gx": sums[1], "stride": self.stride,
                               "chunk_bytes": self.chunk_bytes, "algo": ALGOS[self.algo],

@@ -84,7 +84,7 @@ def float64_reference_and(algo, stride):
 
 
 # the stride-1 3x3 ones by Winograd: tests/test_winograd.py
-@pytest.mark.parametrize("algo", ["direct", "im2col", "auto"])
+@pytest.mark.parametrize("algo", ["direct", "im2col", "gemm1x1", "auto"])
 @pytest.mark.parametrize("channels,size,filters,kernel,stride", [
     pytest.param(*shape, marks=[pytest.mark.slow] if shape[0] * shape[2] > 128 * 128 else [])
     for shape in network_convolutions()])
@@ -95,6 +95,8 @@ def test_every_network_convolution_matches_float64(channels, size, filters, kern
     float64 reference relative to the largest value."""
     if algo == "im2col" and stride == 1:
         pytest.skip("im2col takes the strided convolutions only")
+    if algo == "gemm1x1" and (kernel, stride) != (1, 1):
+        pytest.skip("one sgemm per image takes the 1x1 stride-1 convolutions only")
     rng = np.random.default_rng(channels + 3 * size + 7 * filters + kernel + stride)
     batch = 20 if channels * filters <= 256 * 256 else 16
     out = -(-size // stride)

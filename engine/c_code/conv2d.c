@@ -141,7 +141,30 @@ static void pr_images_to_rows(const float *y, int M, long P, int b0, int nb, flo
 #endif
 #define PR_SKEW 16    /* floats between images in chunk buffers: see pr_conv2d_grad_direct */
 #define PR_SLOTS 8    /* kernel-gradient partial sums, whatever the thread count: see pr_conv2d_grad_direct */
+#define PR_DX 1       /* the parts of a gradient pass: input gradient, */
+#define PR_DW 2       /* kernel gradient */
 typedef float pr_vec __attribute__((vector_size(PR_VW * 4), aligned(4)));
+
+/* a * b + c, one rounding per lane (as fmaf: the bits of the scalar code). */
+static inline pr_vec pr_vfma(pr_vec a, pr_vec b, pr_vec c) {
+#if defined(__AVX512F__) && PR_VW == 16
+    return (pr_vec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && PR_VW == 8
+    return (pr_vec)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    pr_vec r;
+    for (int l = 0; l < PR_VW; ++l) r[l] = fmaf(a[l], b[l], c[l]);
+    return r;
+#endif
+}
+
+/* pr_map_one on every lane of v (channel c): the same bits. */
+static inline pr_vec pr_map_vec(const pr_map *map, int c, pr_vec v) {
+    const pr_vec m = (pr_vec){0} + map->mean[c], a = (pr_vec){0} + map->scale[c],
+                 b = (pr_vec){0} + map->shift[c], zero = {0};
+    const pr_vec z = pr_vfma(v - m, a, b);
+    return map->relu ? (z < zero ? zero : z) : z;
+}
 
 typedef struct {
     int C, H, W, k, p, s;   /* input channels and size, kernel, padding, stride */
@@ -461,8 +484,10 @@ static int pr_chunk_start(int chunk, int chunks, int B) {
     return (int)((long)chunk * B / chunks);
 }
 
-/* out[i] = the sum of slots[s * n + i] over s in order, rounded to float. */
+/* out[i] = the sum of slots[s * n + i] over s in order, rounded to float
+   (in parallel over i: the same sums for any thread count). */
 static void pr_add_slots(const double *slots, int count, long n, float *out) {
+    #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; ++i) {
         double total = 0;
         for (int s = 0; s < count; ++s) total += slots[(size_t)s * n + i];
@@ -569,6 +594,111 @@ cleanup:
     return status;
 }
 
+/* ---- 1x1 convolutions at stride 1 as one sgemm per image, on the arrays
+   as they lie (C-contiguous (B, C, P) images: each image's C x P matrix is
+   BLAS's column-major P x C) ----
+   y_b (M x P) = w (M x C) x_b; dx_b = w^T dy_b; dw = sum_b dy_b x_b^T.
+   Single-threaded sgemm per image, images shared among the OpenMP threads:
+   each image's result comes from one call whose shapes are fixed, whatever
+   the thread count. An input read through a map is copied (mapped) first;
+   a residual is added after the sgemm (a separate rounding, as the
+   separate ops'). */
+static int pr_conv2d_1x1_gemm(const float *xd, const float *wd, float *yd, int B, int C, long P,
+                              int M, const pr_map *map, const float *addend) {
+    const int threads = omp_get_max_threads();
+    int status = -1, blas_threads;
+    float *buffers = map ? (float*)malloc(sizeof(float) * threads * C * P) : NULL;
+    if (map && !buffers) return -1;
+    blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    #pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; ++b) {
+        const float *x = xd + (long)b * C * P;
+        float *y = yd + (long)b * M * P;
+        int Pi = (int)P, Mi = M, Ci = C;
+        float one = 1.f, zero = 0.f;
+        char no = 'N';
+        if (map) {
+            float *mapped = buffers + (size_t)omp_get_thread_num() * C * P;
+            for (int c = 0; c < C; ++c) pr_map_copy(map, c, x + (long)c * P, mapped + (long)c * P, P);
+            x = mapped;
+        }
+        sgemm_(&no, &no, &Pi, &Mi, &Ci, &one, (float*)x, &Pi, (float*)wd, &Ci, &zero, y, &Pi);
+        if (addend) {
+            const float *a = addend + (long)b * M * P;
+            for (long i = 0; i < (long)M * P; ++i) y[i] += a[i];
+        }
+    }
+    openblas_set_num_threads(blas_threads);
+    status = 0;
+    free(buffers);
+    return status;
+}
+
+/* dx and dw of a 1x1 stride-1 convolution, one sgemm per image and part:
+   chunks of images dealt to PR_SLOTS slots as in pr_conv2d_grad_direct, a
+   chunk's kernel gradients summed by sgemm (beta 1) into a float buffer and
+   added into its slot's doubles, the slots added in order. */
+static int pr_conv2d_grad_1x1_gemm(const float *xd, const float *wd, const float *dyd, float *dxd,
+                                   float *dwd, int B, int C, long P, int M, int parts,
+                                   const pr_map *map, const pr_bn_grad *bn) {
+    const int threads = omp_get_max_threads();
+    int slots, nb_max;
+    const int chunks = pr_even_chunks(B, (B + PR_SLOTS - 1) / PR_SLOTS, &slots, &nb_max);
+    const size_t per_thread = (size_t)M * C + (map ? (size_t)C * P : 0);
+    int status = -1, blas_threads;
+    float *buffers = (float*)malloc(sizeof(float) * threads * per_thread);
+    double *dw_slots = (double*)malloc(sizeof(double) * (size_t)slots * M * C);   /* zeroed per slot */
+    if (!buffers || !dw_slots) goto cleanup;
+    blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    #pragma omp parallel for schedule(static)
+    for (int slot = 0; slot < slots; ++slot) {
+        float *dw_chunk = buffers + (size_t)omp_get_thread_num() * per_thread;
+        float *mapped = dw_chunk + (size_t)M * C;
+        double *dw_slot = dw_slots + (size_t)slot * M * C;
+        int Pi = (int)P, Mi = M, Ci = C;
+        if (parts & PR_DW) memset(dw_slot, 0, sizeof(double) * M * C);
+        float one = 1.f, zero = 0.f;
+        char no = 'N', tr = 'T';
+        for (int chunk = slot; chunk < chunks; chunk += slots) {
+            const int b0 = pr_chunk_start(chunk, chunks, B);
+            const int nb = pr_chunk_start(chunk + 1, chunks, B) - b0;
+            for (int i = 0; i < nb; ++i) {
+                const int b = b0 + i;
+                const float *dy = dyd + (long)b * M * P;
+                if (parts & PR_DW) {
+                    const float *x = xd + (long)b * C * P;
+                    if (map) {
+                        for (int c = 0; c < C; ++c)
+                            pr_map_copy(map, c, x + (long)c * P, mapped + (long)c * P, P);
+                        x = mapped;
+                    }
+                    /* dw^T (C x M, column-major) (+)= x_b (C x P) dy_b^T */
+                    sgemm_(&tr, &no, &Ci, &Mi, &Pi, &one, (float*)x, &Pi, (float*)dy, &Pi,
+                           i ? &one : &zero, dw_chunk, &Ci);
+                }
+                if (parts & PR_DX) {
+                    float *dx = dxd + (long)b * C * P;
+                    /* dx_b (C x P) = w^T dy_b */
+                    sgemm_(&no, &tr, &Pi, &Ci, &Mi, &one, (float*)dy, &Pi, (float*)wd, &Ci, &zero,
+                           dx, &Pi);
+                    if (bn) pr_bn_grad_image(bn, b, C, P, dx);
+                }
+            }
+            if (parts & PR_DW)
+                for (long i = 0; i < (long)M * C; ++i) dw_slot[i] += dw_chunk[i];
+        }
+    }
+    openblas_set_num_threads(blas_threads);
+    if (parts & PR_DW) pr_add_slots(dw_slots, slots, (long)M * C, dwd);
+    status = 0;
+cleanup:
+    free(buffers);
+    free(dw_slots);
+    return status;
+}
+
 /* The input gradient of a 3x3 stride-2 convolution, phase by phase: phase
    (a, b) of the zero-padded input gradient (rows a, a+2, ..., columns b,
    b+2, ...) is a stride-1 correlation of the output gradient (padded by one
@@ -618,8 +748,6 @@ static void pr_phase_passes(const pr_geometry *g, int M, int C, const float *w, 
    other one may come from winograd.c). map: x is read through it (the kernel
    gradient needs the mapped input). bn: each image of dx goes through
    pr_bn_grad_image once complete. */
-#define PR_DX 1
-#define PR_DW 2
 static int pr_conv2d_grad_direct(const float *xd, const float *wd, const float *dyd,
                                  float *dxd, float *dwd,
                                  int B, int C, int H, int W, int M, int k, int s,
@@ -664,19 +792,18 @@ static int pr_conv2d_grad_direct(const float *xd, const float *wd, const float *
        them whole (a vector across two lines costs two loads), and the layout
        no longer depends on where malloc puts the buffer. */
     const long dy_shift = (PR_VW - dy_origin % PR_VW) % PR_VW;
-    const size_t per_thread = pr_round((size_t)nb_max * (xs + ds) + 2 * PR_VW + out_size
-                                       + (bn ? HW : 0), PR_VW);
+    const size_t per_thread = pr_round((size_t)nb_max * (xs + ds) + 2 * PR_VW + out_size, PR_VW);
     int status = -1;
     float *buffers = (float*)aligned_alloc(PR_VW * 4, sizeof(float) * threads * per_thread);
-    double *dw_slots = (double*)calloc((size_t)slots * M * K, sizeof(double));
+    double *dw_slots = (double*)malloc(sizeof(double) * (size_t)slots * M * K);   /* zeroed per slot */
     if (!buffers || !dw_slots) goto cleanup;
     #pragma omp parallel for schedule(static)
     for (int slot = 0; slot < slots; ++slot) {
         double *dw_slot = dw_slots + (size_t)slot * M * K;
         float *xpad = buffers + (size_t)omp_get_thread_num() * per_thread;
+        if (parts & PR_DW) memset(dw_slot, 0, sizeof(double) * M * K);
         float *dypad = xpad + (size_t)nb_max * xs + dy_shift;
         float *out = xpad + (size_t)nb_max * (xs + ds) + 2 * PR_VW;
-        float *xhat = out + out_size;
         for (int chunk = slot; chunk < chunks; chunk += slots) {
             const int b0 = pr_chunk_start(chunk, chunks, B);
             const int nb = pr_chunk_start(chunk + 1, chunks, B) - b0;
@@ -734,7 +861,7 @@ static int pr_conv2d_grad_direct(const float *xd, const float *wd, const float *
                             }
                     }
                 }
-                if (bn) pr_bn_grad_image(bn, b0 + i, C, HW, dx_image, xhat);
+                if (bn) pr_bn_grad_image(bn, b0 + i, C, HW, dx_image);
             }
         }
     }
@@ -762,12 +889,11 @@ static int pr_conv2d_grad_im2col(const float *xd, const float *wd, const float *
     const int threads = omp_get_max_threads();
     int slots, nb_max;
     const int chunks = pr_even_chunks(B, pr_chunk_images(B, K, P, chunk_bytes, 1), &slots, &nb_max);
-    /* per thread: cols and dcols (K x N), rows (M x N), a float kernel
-       gradient, scratch for the batch-norm gradient */
-    const size_t per_thread = (size_t)(2 * K + M) * nb_max * P + (size_t)M * K + (bn ? HW : 0);
+    /* per thread: cols and dcols (K x N), rows (M x N), a float kernel gradient */
+    const size_t per_thread = (size_t)(2 * K + M) * nb_max * P + (size_t)M * K;
     int status = -1, blas_threads;
     float *buffers = (float*)malloc(sizeof(float) * threads * per_thread);
-    double *dw_slots = (double*)calloc((size_t)slots * M * K, sizeof(double));
+    double *dw_slots = (double*)malloc(sizeof(double) * (size_t)slots * M * K);   /* zeroed per slot */
     if (!buffers || !dw_slots) goto cleanup;
     if (parts & PR_DX) memset(dxd, 0, sizeof(float) * B * C * H * W);
     blas_threads = openblas_get_num_threads();
@@ -778,8 +904,8 @@ static int pr_conv2d_grad_im2col(const float *xd, const float *wd, const float *
         float *dcols = cols + K * nb_max * P;
         float *rows = dcols + K * nb_max * P;
         float *dw_chunk = rows + (size_t)M * nb_max * P;
-        float *xhat = dw_chunk + (size_t)M * K;
         double *dw_slot = dw_slots + (size_t)slot * M * K;
+        if (parts & PR_DW) memset(dw_slot, 0, sizeof(double) * M * K);
         for (int chunk = slot; chunk < chunks; chunk += slots) {
             const int b0 = pr_chunk_start(chunk, chunks, B);
             const int nb = pr_chunk_start(chunk + 1, chunks, B) - b0;
@@ -798,7 +924,7 @@ static int pr_conv2d_grad_im2col(const float *xd, const float *wd, const float *
             sgemm_(&no, &tr, &N, &Ki, &Mi, &one, rows, &N, (float*)wd, &Ki, &zero, dcols, &N);
             pr_col2im(dcols, C, H, W, k, s, p, Ho, Wo, b0, nb, dxd);
             for (int i = 0; i < nb && bn; ++i)
-                pr_bn_grad_image(bn, b0 + i, C, HW, dxd + (long)(b0 + i) * C * HW, xhat);
+                pr_bn_grad_image(bn, b0 + i, C, HW, dxd + (long)(b0 + i) * C * HW);
         }
     }
     openblas_set_num_threads(blas_threads);
@@ -851,6 +977,16 @@ static int pr_by_im2col(int algo, int part, int C, int H, int W, int M, int k, i
     if (algo == 9) return part == PR_DX;
     if (algo == 10) return part == PR_DW;
     return pr_im2col_pays(part, C, H, W, M, k, s);
+}
+
+/* Whether one sgemm per image computes this part of a 1x1 stride-1
+   convolution: algo 11 ("gemm1x1"): every part; "auto": pr_gemm_pays. */
+static int pr_gemm_pays(int part, int C, long P, int M);
+static int pr_by_gemm(int algo, int part, int C, int H, int W, int M, int k, int s) {
+    if (k != 1 || s != 1) return 0;
+    if (algo == 11) return 1;
+    if (algo != 0) return 0;
+    return pr_gemm_pays(part, C, (long)H * W, M);
 }
 
 /* Whether a (M, C, k, k) kernel fits (B, C, H, W) images: k odd, and at
@@ -939,6 +1075,8 @@ static int pr_conv2d(PyArrayObject *x, PyArrayObject *w, PyArrayObject *mean,
     const pr_map *m = scale ? &map : NULL;
     tile = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s);
     computed = tile ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, tile, chunk_bytes, m, ad, NULL)
+               : pr_by_gemm(algo, PR_Y, C, H, W, M, k, s)
+                   ? pr_conv2d_1x1_gemm(xd, wd, yd, B, C, (long)H * W, M, m, ad)
                : pr_by_im2col(algo, PR_Y, C, H, W, M, k, s)
                    ? pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes, m, ad)
                : pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k, s, m, ad);
@@ -957,13 +1095,14 @@ cleanup:
 /* Conv2DGrad: *dx and *dw, the gradients of Conv2D(x, w) for output gradient
    dy; x read through the batch normalisation (mean, ...) where mean is not
    NULL. sum_g not NULL (needs mean): *dx is the batch norm's masked output
-   gradient and *sum_g, *sum_gx its sums over the batch (the first half of
+   gradient, after dx_addend (where not NULL) is added to the input
+   gradient, and *sum_g, *sum_gx its sums over the batch (the first half of
    the batch norm's gradient, pr_bn_grad). */
 static int pr_conv2d_grad(PyArrayObject *x, PyArrayObject *w, PyArrayObject *dy,
                           PyArrayObject *mean, PyArrayObject *inv_std, PyArrayObject *gamma,
-                          PyArrayObject *beta, PyArrayObject **dx, PyArrayObject **dw,
-                          PyArrayObject **sum_g, PyArrayObject **sum_gx, int s, long chunk_bytes,
-                          int algo, int relu) {
+                          PyArrayObject *beta, PyArrayObject *dx_addend, PyArrayObject **dx,
+                          PyArrayObject **dw, PyArrayObject **sum_g, PyArrayObject **sum_gx, int s,
+                          long chunk_bytes, int algo, int relu) {
     int status = -1, computed = 0, direct = 0;
     int B, C, H, W, M, k;
     npy_intp dims[4];
@@ -971,7 +1110,7 @@ static int pr_conv2d_grad(PyArrayObject *x, PyArrayObject *w, PyArrayObject *dy,
     float *dxd, *dwd, *scale = NULL, *partials = NULL;
     pr_map map;
     pr_bn_grad bn;
-    PyArrayObject *held[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};  /* bn, x, w, dy */
+    PyArrayObject *held[8] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};  /* bn, x, w, dy, addend */
     if (!(held[4] = pr_float32(x)) || !(held[5] = pr_float32(w)) || !(held[6] = pr_float32(dy)))
         goto cleanup;
     B = PyArray_DIMS(held[4])[0]; C = PyArray_DIMS(held[4])[1];
@@ -1004,6 +1143,15 @@ static int pr_conv2d_grad(PyArrayObject *x, PyArrayObject *w, PyArrayObject *dy,
         bn.mean = map.mean; bn.inv_std = (const float*)PyArray_DATA(held[1]);
         bn.scale = map.scale; bn.shift = map.shift; bn.relu = relu;
         bn.partials = partials;
+        bn.addend = NULL;
+        if (dx_addend) {
+            if (!(held[7] = pr_float32(dx_addend))) goto cleanup;
+            if (!PyArray_SAMESHAPE(held[7], held[4])) {
+                PyErr_SetString(PyExc_ValueError, "Conv2DGrad: the addend's shape is not the input's");
+                goto cleanup;
+            }
+            bn.addend = (const float*)PyArray_DATA(held[7]);
+        }
     }
     xd = (const float*)PyArray_DATA(held[4]); wd = (const float*)PyArray_DATA(held[5]);
     dyd = (const float*)PyArray_DATA(held[6]);
@@ -1023,6 +1171,17 @@ static int pr_conv2d_grad(PyArrayObject *x, PyArrayObject *w, PyArrayObject *dy,
             computed |= pr_conv2d_grad_direct(xd, wd, dyd, dxd, dwd, B, C, H, W, M, k, s,
                                               chunk_bytes, (PR_DX | PR_DW) & ~by_im2col, m,
                                               (by_im2col & PR_DX) ? NULL : e);
+    } else if (k == 1) {
+        /* each gradient by sgemm where chosen, the rest in one direct pass */
+        const int by_gemm = (pr_by_gemm(algo, PR_DX, C, H, W, M, k, s) ? PR_DX : 0)
+                            | (pr_by_gemm(algo, PR_DW, C, H, W, M, k, s) ? PR_DW : 0);
+        if (by_gemm)
+            computed |= pr_conv2d_grad_1x1_gemm(xd, wd, dyd, dxd, dwd, B, C, (long)H * W, M,
+                                                by_gemm, m, (by_gemm & PR_DX) ? e : NULL);
+        if (by_gemm != (PR_DX | PR_DW))
+            computed |= pr_conv2d_grad_direct(xd, wd, dyd, dxd, dwd, B, C, H, W, M, k, s,
+                                              chunk_bytes, (PR_DX | PR_DW) & ~by_gemm, m,
+                                              (by_gemm & PR_DX) ? NULL : e);
     } else {
         /* each gradient by Winograd where chosen, the rest in one direct pass */
         const int dx_tile = pr_winograd(algo, PR_DX, B, C, H, W, M, k, s);
@@ -1052,7 +1211,7 @@ static int pr_conv2d_grad(PyArrayObject *x, PyArrayObject *w, PyArrayObject *dy,
 cleanup:
     free(scale);
     free(partials);
-    pr_release(held, 7);
+    pr_release(held, 8);
     return status;
 }
 
@@ -1067,4 +1226,11 @@ cleanup:
 static int pr_im2col_pays(int part, int C, int H, int W, int M, int k, int s) {
     (void)H; (void)W; (void)M; (void)s;
     return part == PR_DW && k == 3 && C >= 64;
+}
+
+/* Whether one sgemm per image pays for this part of a 1x1 stride-1
+   convolution, by the shapes alone (see pr_by_gemm): never, so far. */
+static int pr_gemm_pays(int part, int C, long P, int M) {
+    (void)part; (void)C; (void)P; (void)M;
+    return 0;
 }

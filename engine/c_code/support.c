@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <math.h>
 #include <omp.h>
+#if defined(__AVX512F__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 /* A C-contiguous, aligned float32 array with the contents of `array` (a new
    reference: `array` itself when it already is one), or NULL with an
@@ -114,24 +117,45 @@ static inline void pr_map_copy(const pr_map *map, int c, const float *src, float
 typedef struct {
     const float *h, *mean, *inv_std, *scale, *shift;
     int relu;
+    const float *addend;  /* added to g first (the gradient of the batch norm's other readers), or NULL */
     float *partials;      /* (B, C, 2) */
 } pr_bn_grad;
 
-/* Image b of g (C planes of P values): masked in place, its sums into
-   e->partials; xhat: P floats of scratch. Per channel exactly what
-   BatchNormTrainGrad's first pass computes. */
-static void pr_bn_grad_image(const pr_bn_grad *e, int b, int C, long P, float *g, float *xhat) {
+/* Image b of g (C planes of P values): plus e->addend, masked in place,
+   its sums into e->partials. Per channel exactly what the separate sum and
+   BatchNormTrainGrad's first pass compute (the lanes and order of pr_sums),
+   in one pass over the image while it is in the cache. */
+static void pr_bn_grad_image(const pr_bn_grad *e, int b, int C, long P, float *g) {
     for (int c = 0; c < C; ++c) {
-        const float *hs = e->h + ((long)b * C + c) * P;
+        const long at = ((long)b * C + c) * P;
+        const float *hs = e->h + at, *as = e->addend ? e->addend + at : NULL;
         float *gs = g + (long)c * P;
         const float mu = e->mean[c], inv = e->inv_std[c], scale = e->scale[c],
                     beta = e->shift[c];
-        for (long q = 0; q < P; ++q) {
-            xhat[q] = (hs[q] - mu) * inv;
-            if (e->relu && pr_bn_affine(hs[q], mu, scale, beta) < 0.f) gs[q] = 0.f;
+        const int relu = e->relu;
+        float sa[8] = {0}, sab[8] = {0};
+        long i = 0;
+        for (; i + 8 <= P; i += 8)
+            for (int l = 0; l < 8; ++l) {
+                const long q = i + l;
+                float v = as ? gs[q] + as[q] : gs[q];
+                if (relu && pr_bn_affine(hs[q], mu, scale, beta) < 0.f) v = 0.f;
+                gs[q] = v;
+                sa[l] += v;
+                sab[l] = fmaf(v, (hs[q] - mu) * inv, sab[l]);
+            }
+        float ta = 0.f, tab = 0.f;
+        for (; i < P; ++i) {
+            float v = as ? gs[i] + as[i] : gs[i];
+            if (relu && pr_bn_affine(hs[i], mu, scale, beta) < 0.f) v = 0.f;
+            gs[i] = v;
+            ta += v;
+            tab = fmaf(v, (hs[i] - mu) * inv, tab);
         }
+        for (int l = 0; l < 8; ++l) { ta += sa[l]; tab += sab[l]; }
         float *sums = e->partials + ((long)b * C + c) * 2;
-        pr_sums(gs, xhat, P, sums, sums + 1);
+        sums[0] = ta;
+        sums[1] = tab;
     }
 }
 

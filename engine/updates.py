@@ -1,5 +1,6 @@
 """Stochastic gradient descent with Nesterov momentum, as Torch and as Lasagne
-compute it, and the two ways of applying weight decay.
+compute it, with Caffe's plain momentum, and the two ways of applying weight
+decay.
 
 Each optimiser takes ``(grads, params, learning_rate, momentum)`` and returns
 ``(updates, buffers)``: the update dictionary for ``theano.function`` and the
@@ -46,7 +47,29 @@ def nesterov_lasagne(grads, params, learning_rate, momentum):
     return updates, buffers
 
 
-OPTIMIZERS = {"nesterov_torch": nesterov_torch, "nesterov_lasagne": nesterov_lasagne}
+def momentum_caffe(grads, params, learning_rate, momentum):
+    """Caffe's ``SGD`` solver (plain momentum, no Nesterov).
+
+    ``v <- momentum * v - lr * g``, then ``p <- p + v`` (BVLC/caffe
+    docs/tutorial/solver.md: V_{t+1} = mu V_t - alpha grad L(W_t), W_{t+1} =
+    W_t + V_{t+1}). The buffer holds steps, so a new learning rate takes over
+    gradually, as in Caffe.
+    """
+    updates, buffers = OrderedDict(), []
+    for param, grad in zip(params, grads):
+        value = param.get_value(borrow=True)
+        buffer = theano.shared(np.zeros(value.shape, value.dtype),
+                               broadcastable=param.broadcastable,
+                               name="%s.momentum" % param.name)
+        new_buffer = momentum * buffer - learning_rate * grad
+        updates[buffer] = new_buffer
+        updates[param] = param + new_buffer
+        buffers.append(buffer)
+    return updates, buffers
+
+
+OPTIMIZERS = {"nesterov_torch": nesterov_torch, "nesterov_lasagne": nesterov_lasagne,
+              "momentum_caffe": momentum_caffe}
 
 DECAY_MODES = ("gradient_all", "l2_loss_regularizable")
 

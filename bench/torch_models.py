@@ -126,7 +126,7 @@ UNIT_NAMES = ("original", "bn-after-add", "relu-before-add", "relu-preact", "ful
 
 class PaperUnit(nn.Module):
     """One residual unit; ``names`` maps models.py's parameter names (relative
-    to the unit) to this module's tensors."""
+    to the unit) to (module, attribute) of this module's tensors."""
 
     def __init__(self, in_channels, filters, stride, bottleneck, unit, shortcut=("identity", ()),
                  first=False):
@@ -143,7 +143,7 @@ class PaperUnit(nn.Module):
         self.bns = nn.ModuleList(nn.BatchNorm2d(o) for _, o, _, _ in shapes)
         self.names = {}
         for i, conv in enumerate(self.convs, 1):
-            self.names["conv%d.W" % i] = conv.weight
+            self.names["conv%d.W" % i] = (conv, "weight")
         for i, bn in enumerate(self.bns[:-1], 1):
             self._bn_names("conv%d.bn" % i, bn)
         last = len(shapes)
@@ -163,7 +163,7 @@ class PaperUnit(nn.Module):
         self.projection = self.projection_bn = None
         if self.kind == "conv1x1" or (grows and (bottleneck or unit == "full-preact")):
             self.projection = nn.Conv2d(in_channels, out, 1, stride, bias=False)
-            self.names["projection.W"] = self.projection.weight
+            self.names["projection.W"] = (self.projection, "weight")
             if unit in ("original", "relu-before-add", "relu-preact"):
                 self.projection_bn = nn.BatchNorm2d(out)
                 self._bn_names("projection.bn", self.projection_bn)
@@ -172,12 +172,13 @@ class PaperUnit(nn.Module):
         self.gate = None
         if self.kind.endswith("gating"):
             self.gate = nn.Conv2d(in_channels, out, 1, stride, bias=True)
-            self.names["gate.W"], self.names["gate.b"] = self.gate.weight, self.gate.bias
+            self.names["gate.W"], self.names["gate.b"] = (self.gate, "weight"), (self.gate, "bias")
         self.dropout_mask = None   # set by the caller for training-mode dropout
 
     def _bn_names(self, name, bn):
-        self.names.update({name + ".gamma": bn.weight, name + ".beta": bn.bias,
-                           name + ".mean": bn.running_mean, name + ".var": bn.running_var})
+        self.names.update({name + ".gamma": (bn, "weight"), name + ".beta": (bn, "bias"),
+                           name + ".mean": (bn, "running_mean"),
+                           name + ".var": (bn, "running_var")})
 
     def _shortcut(self, x, preactivated):
         if self.projection is not None:
@@ -242,8 +243,9 @@ class PaperResNet(nn.Module):
     UNIT_NAMES) and ``shortcut`` ((kind, values)): stem conv1-BN-ReLU, three
     stages of n units (16, 32, 64 filters; x4 out for bottleneck), the last
     unit's extra activation for (d)/(e), global average pooling, a linear
-    classifier. ``forward`` returns the logits; ``parameter(name)`` the tensor
-    models.py names ``name``."""
+    classifier. ``forward`` returns the logits; ``tensor(name)`` the tensor
+    models.py names ``name`` (found anew each time: ``.double()`` replaces the
+    batch norms' running averages)."""
 
     def __init__(self, variant, depth, unit="full-preact", shortcut=("identity", ()),
                  num_classes=10):
@@ -252,7 +254,7 @@ class PaperResNet(nn.Module):
         self.unit = unit
         self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.stem_bn = nn.BatchNorm2d(16)
-        self.names = {"stem.conv.W": self.stem.weight}
+        self.names = {"stem.conv.W": (self.stem, "weight")}
         PaperUnit._bn_names(self, "stem.bn", self.stem_bn)
         units, channels = [], 16
         for stage, filters in enumerate(FILTERS):
@@ -269,7 +271,12 @@ class PaperResNet(nn.Module):
         if self.head_bn is not None:
             PaperUnit._bn_names(self, "head.bn", self.head_bn)
         self.dense = nn.Linear(channels, num_classes)
-        self.names["head.dense.W"], self.names["head.dense.b"] = self.dense.weight, self.dense.bias
+        self.names["head.dense.W"] = (self.dense, "weight")
+        self.names["head.dense.b"] = (self.dense, "bias")
+
+    def tensor(self, name):
+        module, attribute = self.names[name]
+        return getattr(module, attribute)
 
     def forward(self, x):
         x = self.units(torch.relu(self.stem_bn(self.stem(x))))

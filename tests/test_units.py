@@ -426,6 +426,10 @@ def _randomise(net, rng):
 
 
 def _compare(variant, n, unit, shortcut="identity", batch=6):
+    """Our network and bench/torch_models.py's, same weights and inputs, in
+    PyTorch float64 (the exact function) and float32: ours must be as close to
+    the float64 values as float32 arithmetic gets, i.e. as PyTorch's own float32
+    result is (a few times its distance, or 1e-5 of the array's largest value)."""
     torch = _torch()
     import sys
     import os
@@ -438,16 +442,20 @@ def _compare(variant, n, unit, shortcut="identity", batch=6):
     info = models.network_info(variant, n, 1, "paper", "cifar10", unit=unit, shortcut=shortcut)
     net = models.Network(info, seed=2)
     _randomise(net, rng)
-    reference = torch_models.PaperResNet(variant, n, unit, models.parse_shortcut(shortcut))
     trainable = get_all_params(net.output, trainable=True)
-    assert sorted(reference.names) == sorted(p.name for p in net.params)
+    references = {}
+    for dtype in (np.float64, np.float32):
+        reference = torch_models.PaperResNet(variant, n, unit, models.parse_shortcut(shortcut))
+        assert sorted(reference.names) == sorted(p.name for p in net.params)
+        references[dtype] = reference.double() if dtype == np.float64 else reference
 
-    def load():   # (PyTorch's training mode moves its running averages)
+    def load(reference, dtype):   # (PyTorch's training mode moves its running averages)
         with torch.no_grad():
             for p in net.params:
-                value = p.get_value()
-                reference.names[p.name].copy_(torch.from_numpy(
+                value = p.get_value().astype(dtype)
+                reference.tensor(p.name).copy_(torch.from_numpy(
                     value.T.copy() if p.name == "head.dense.W" else value))
+
     x = rng.normal(0, 1, (batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, batch).astype(np.int32)
     drops = [layer for layer in get_all_layers(net.output) if isinstance(layer, DropoutLayer)]
@@ -456,36 +464,44 @@ def _compare(variant, n, unit, shortcut="identity", batch=6):
         mask = (rng.random((batch,) + layer.output_shape[1:]) < 0.5).astype(np.float32)
         layer._srng = FixedMask(mask)
         masks[layer.name[:-len(".shortcut.dropout")]] = mask
-    for prefix, block in zip(["stage%d.unit%d" % (s, u) for s in (1, 2, 3)
-                              for u in range(1, n + 1)], reference.units):
-        if prefix in masks:
-            block.dropout_mask = torch.from_numpy(masks[prefix])
+    for dtype, reference in references.items():
+        for prefix, block in zip(["stage%d.unit%d" % (s, u) for s in (1, 2, 3)
+                                  for u in range(1, n + 1)], reference.units):
+            if prefix in masks:
+                block.dropout_mask = torch.from_numpy(masks[prefix].astype(dtype))
     labels = T.ivector()
-    results = {}
+    names = ["probabilities", "loss"] + [p.name for p in trainable]
     for mode, deterministic in (("training", False), ("inference", True)):
         probabilities = get_output(net.output, deterministic=deterministic)
         loss = categorical_crossentropy(probabilities, labels).mean()
         fn = theano.function([net.input_var, labels], [probabilities, loss] +
                              T.grad(loss, trainable), no_default_updates=True)
         ours = fn(x, y)
-        load()
-        reference.train(mode == "training")
-        for param in reference.parameters():
-            param.grad = None
-        logits = reference(torch.from_numpy(x))
-        their_loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y).long())
-        their_loss.backward()
-        theirs = [torch.softmax(logits, 1).detach().numpy(), their_loss.detach().numpy()]
-        for p in trainable:
-            grad = reference.names[p.name].grad.numpy()
-            theirs.append(grad.T if p.name == "head.dense.W" else grad)
-        results[mode] = (ours, theirs)
-        for name, a, b in pairs(["probabilities", "loss"] + [p.name for p in trainable],
-                                ours, theirs):
-            scale = float(np.abs(b).max()) or 1.0
-            np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4 * scale,
-                                       err_msg="%s, %s mode: %s" % (info["name"], mode, name))
-    return results
+        theirs = {}
+        for dtype, reference in references.items():
+            load(reference, dtype)
+            reference.train(mode == "training")
+            for param in reference.parameters():
+                param.grad = None
+            logits = reference(torch.from_numpy(x.astype(dtype)))
+            their_loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y).long())
+            their_loss.backward()
+            theirs[dtype] = [torch.softmax(logits, 1).detach().numpy(),
+                             their_loss.detach().numpy()]
+            for p in trainable:
+                grad = reference.tensor(p.name).grad.numpy()
+                theirs[dtype].append(grad.T if p.name == "head.dense.W" else grad)
+        exact, float32 = theirs[np.float64], theirs[np.float32]
+        largest = max(float(np.abs(b).max()) for b in exact[2:])
+        for name, a, b, c in pairs(names, ours, exact, float32):
+            ours_off = float(np.abs(a - b).max())
+            rounding = float(np.abs(c - b).max())
+            # (the largest gradient's 1e-7 for gradients that vanish: a shift
+            # before a batch norm in training mode has none)
+            bound = 4 * rounding + 1e-5 * float(np.abs(b).max()) + 1e-7 * largest
+            assert ours_off <= bound, ("%s, %s mode, %s: off by %.3g from the float64 "
+                                       "values, PyTorch's float32 by %.3g"
+                                       % (info["name"], mode, name, ours_off, rounding))
 
 
 @pytest.mark.parametrize("variant", ["normal", "bottleneck"])
@@ -501,3 +517,51 @@ def test_every_unit_computes_what_pytorch_computes(unit, variant):
                                       "shortcut-gating:0", "conv1x1", "dropout:0.5"])
 def test_every_shortcut_computes_what_pytorch_computes(shortcut):
     _compare("normal", 2, "original", shortcut)
+
+
+# =============================================================================
+# test_model.py evaluates these networks as it does the others.
+
+
+def _weights_of(tmp_path, unit, shortcut="identity"):
+    import utils
+    from conftest import make_images
+    info = models.network_info("normal", 1, 1, "paper", "cifar10", unit=unit, shortcut=shortcut)
+    net = models.Network(info)
+    stats = utils.normalisation_stats("pixel_mean", make_images(20, 0)[0])
+    path = tmp_path / ("%s.npz" % info["name"])
+    models.save_weights(str(path), net, stats)
+    return path
+
+
+def test_test_model_refuses_weights_of_another_unit_or_shortcut(tmp_path):
+    """Units of one block have parameters of the same shapes: the shape check
+    cannot tell (b) from (a), the file's record does."""
+    from conftest import run_cli
+    original = _weights_of(tmp_path, "original")
+    result = run_cli("test_model.py", "--weights", original, "--unit", "bn-after-add")
+    assert result.returncode == 2, result.stderr
+    assert "holds weights of ResNet-8 with unit original, not --unit bn-after-add" in \
+        result.stderr
+    gated = _weights_of(tmp_path, "original", "exclusive-gating:-6")
+    result = run_cli("test_model.py", "--weights", gated, "--shortcut", "exclusive-gating:-7")
+    assert result.returncode == 2 and "with shortcut exclusive-gating:-6" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit,shortcut", [("original", "identity"),
+                                           ("relu-preact", "identity"),
+                                           ("original", "exclusive-gating:-6")])
+def test_test_model_evaluates_a_weights_file_with_its_unit_and_shortcut(tmp_path, tiny_data,
+                                                                        unit, shortcut):
+    import json
+    from conftest import run_cli
+    path = _weights_of(tmp_path, unit, shortcut)
+    result = run_cli("test_model.py", "--weights", path, "--data-dir", tiny_data)
+    assert result.returncode == 0, result.stderr
+    display = models.network_info("normal", 1, 1, "paper", "cifar10", unit=unit,
+                                  shortcut=shortcut)["display"]
+    assert display in result.stdout and "test error:" in result.stdout
+    report = json.loads(open(str(path)[:-4] + "-test.json").read())
+    assert (report["network"]["unit"], report["network"]["shortcut"]) == (unit, shortcut)
+    assert report["count"] == 100

@@ -147,8 +147,8 @@ BUGS = {
     "plain-momentum": (
         "Torch's SGD without the Nesterov term",
         [("engine/updates.py",
-          "updates[param] = param - learning_rate * (grad + momentum * new_buffer)",
-          "updates[param] = param - learning_rate * new_buffer")],
+          "return new_v, p - lr * (g + m * new_v)",
+          "return new_v, p - lr * new_v")],
         [wiring(OPTIMISER, "paper-preresnet")]),
     "seed-decay-on-everything": (
         "the seed recipe's L2 penalty replaced by Torch's decay of every parameter",
@@ -234,8 +234,8 @@ BUGS = {
         [H + "test_he2015_recipe_values_are_the_papers[he2015]"]),
     "caffe-momentum-nesterov": (
         "Caffe's momentum computed as Nesterov's",
-        [("engine/updates.py", "updates[param] = param + new_buffer",
-          "updates[param] = param + momentum * new_buffer - learning_rate * grad")],
+        [("engine/updates.py", "return new_v, p + new_v",
+          "return new_v, p + m * new_v - lr * g")],
         [H + "test_caffe_momentum_is_caffes_update"]),
     "loop-ignores-max-iters": (
         "the loop runs the last epoch whole, past max_iters",

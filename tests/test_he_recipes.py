@@ -241,3 +241,45 @@ def test_every_published_number_is_in_the_sweeps_table():
                                "cifar10", 0.0, "paper-preresnet")["paper"] == "fail"
     assert sorted(table.table_names(published)) == [
         "he2015", "he2016-1001", "he2016-shortcuts", "he2016-units", "papers"]
+
+
+def test_sweep_runs_each_table_with_its_recipes(tmp_path):
+    """`sweep/table.py submit --table he2015` (and the units' table): one run per
+    row, with the unit, shortcut and recipe its number was published for."""
+    import json
+    import subprocess
+    import sys
+    expected = {
+        "he2015": {
+            "resnet20-cifar10-he2015-seed0": "normal 3 --unit original --dataset cifar10 "
+                                             "--recipe he2015 --seed 0",
+            "resnet110-cifar10-he2015-warmup-seed0": "normal 18 --unit original --dataset "
+                                                     "cifar10 --recipe he2015-warmup --seed 0",
+        },
+        "he2016-shortcuts": {
+            "resnet110-exclusive-gating-bg-6-cifar10-paper-seed0":
+                "normal 18 --unit original --shortcut exclusive-gating:-6 --dataset cifar10 "
+                "--recipe paper --seed 0",
+            "resnet110-scaling0.5-0.5-cifar10-paper-seed0":
+                "normal 18 --unit original --shortcut scaling:0.5,0.5 --dataset cifar10 "
+                "--recipe paper --seed 0",
+        },
+        "he2016-1001": {
+            "preresnet1001-cifar10-resnet-1k-layers-seed0":
+                "bottleneck 111 --dataset cifar10 --recipe resnet-1k-layers --seed 0",
+            "resnet1001-cifar100-paper-seed0":
+                "bottleneck 111 --unit original --dataset cifar100 --recipe paper --seed 0",
+        },
+    }
+    counts = {"he2015": 6, "he2016-shortcuts": 16, "he2016-1001": 5, "he2016-units": 12}
+    for table, count in counts.items():
+        folder = tmp_path / table
+        done = subprocess.run([sys.executable, os.path.join(PROJECT_DIR, "sweep", "table.py"),
+                               "submit", str(folder), "--table", table, "--seeds", "1",
+                               "--dry-run"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        with open(folder / "sweep.json") as f:
+            tasks = {t["name"]: " ".join(t["args"]) for t in json.load(f)["tasks"]}
+        assert len(tasks) == count, sorted(tasks)
+        for name, args in expected.get(table, {}).items():
+            assert tasks[name] == args

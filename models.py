@@ -74,10 +74,11 @@ STEM_FILTERS = 16
 # activation right after its addition (the head's, "pre" again).
 # "basic_grow": the shortcut of a basic network where the channels grow:
 # He et al. 2015 Sec. 4.2 uses identity with zero-padding (option A) and He et
-# al. 2016's implementation "is the same as [1]", projections only "for the
-# bottleneck ResNets" (appendix); full pre-activation keeps this project's
-# projection from the pre-activated input (resnet-pre-act.lua's unit for
-# increasing dimensions), as PreResNet-110 always had here.
+# al. 2016's implementation details "are the same as [1]", with projection
+# shortcuts named "for the bottleneck ResNets" only (appendix); full
+# pre-activation keeps this project's projection from the pre-activated input
+# (resnet-pre-act.lua's unit for increasing dimensions), as PreResNet-110
+# always had here.
 UNITS = OrderedDict([
     ("original", {
         "figure": "4(a)", "display": "original unit",
@@ -950,10 +951,10 @@ def add_network_arguments(parser, optional=False):
     parser.add_argument("--dataset", choices=list(utils.DATASETS), default=None,
                         help="cifar10 (default) or cifar100")
     parser.add_argument("--unit", choices=list(UNITS), default=None,
-                        help="the residual unit of He et al. 2016 Fig. 4 (normal and "
+                        help="the residual unit of He et al. 2016 (normal and "
                              "bottleneck): %s (default); original with normal 3, 5, 7, 9, "
                              "18, 200 is He et al. 2015's ResNet-20 to -1202"
-                             % ", ".join("%s: %s" % (u, s["display"])
+                             % ", ".join("%s: %s, Fig. %s" % (u, s["display"], s["figure"])
                                          for u, s in UNITS.items()))
     parser.add_argument("--shortcut", metavar="KIND[:VALUES]", default=None,
                         help="He et al. 2016 Table 1's shortcuts, with --unit original: "

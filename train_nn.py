@@ -359,12 +359,17 @@ class Trainer:
         recipe, info, log = self.recipe, self.config["network"], self.log
         log("%s: %s trainable parameters"
             % (info["display"], format(self.net.trainable_count, ",")))
-        log("recipe %s: %s, batch %d, lr %g (x%g at %s), weight decay %g, "
+        warmup = ["%d %s at %g" % (recipe[key], unit, recipe["warmup_lr"])
+                  for key, unit in (("warmup_epochs", "epochs"), ("warmup_iters", "iterations"))
+                  if recipe[key]]
+        log("recipe %s: %s, batch %d, lr %g%s (x%g at %s), weight decay %g, "
             "%d training / %d validation images" % (
-                recipe["name"], "%d iterations" % recipe["max_iters"] if recipe["max_iters"]
-                else "%d epochs" % recipe["epochs"], recipe["batch_size"], recipe["lr"],
-                recipe["lr_factor"], _milestone_text(recipe), recipe["weight_decay"],
-                len(self.train_x), len(self.val_x)))
+                recipe["name"], "%d epochs" % recipe["epochs"] + (
+                    " (%d iterations)" % recipe["max_iters"] if recipe["max_iters"] else ""),
+                recipe["batch_size"], recipe["lr"],
+                " after %s" % " and ".join(warmup) if warmup else "", recipe["lr_factor"],
+                _milestone_text(recipe), recipe["weight_decay"], len(self.train_x),
+                len(self.val_x)))
         log("compiling the training step (minutes the first time for a deep network; "
             "Theano caches the C code)...")
         started = time.time()

@@ -107,4 +107,13 @@ def gradients_with_decay(loss, network, params, weight_decay, mode):
     decay = np.float32(weight_decay)
     if mode == "l2_loss_regularizable":
         return T.grad(loss + decay * regularize_network_params(network, l2), params)
-    return [g + decay * p for g, p in zip(T.grad(loss, params), params)]
+    # g + decay * p as one element-wise node per parameter (see _per_parameter)
+    kernels = {}
+    decayed = []
+    for g, p in zip(T.grad(loss, params), params):
+        if p.dtype not in kernels:
+            sg, sp = [theano.scalar.get_scalar_type(p.dtype)() for _ in range(2)]
+            d = theano.scalar.constant(np.asarray(decay, p.dtype))
+            kernels[p.dtype] = T.Elemwise(theano.scalar.Composite([sg, sp], [sg + d * sp]))
+        decayed.append(kernels[p.dtype](T.cast(g, p.dtype), p))
+    return decayed

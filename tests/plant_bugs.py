@@ -252,6 +252,15 @@ BUGS = {
           '("preresnet1001", "cifar10", False, "paper"): 4.62,')],
         [H + "test_units_and_shortcuts_have_he2016s_numbers",
          "tests/test_sweep.py::test_published_numbers_match_the_programs"]),
+    "bn-average-biased-variance": (
+        "the running variance averaged from the biased batch variance (the one-node update)",
+        [("engine/layers.py", "keep * r + alpha * ((b * c) / (c - 1))", "keep * r + alpha * b")],
+        ["tests/test_layers.py::test_every_get_output_setting_normalises_and_updates_as_"
+         "documented[c_ops-None-None-False-paper]"]),
+    "decay-subtracted": (
+        "the weight decay subtracted from the gradient (the one-node decay)",
+        [("engine/updates.py", "[sg + d * sp]", "[sg - d * sp]")],
+        [S + "test_weight_decay_reaches_the_parameters_the_source_decays[paper-preresnet]"]),
     "sweep-paper-number-for-every-recipe": (
         "the sweep's report compares every recipe with the paper recipe's number",
         [("sweep/table.py", 'for choice in (published_recipe(recipe), "paper"):',

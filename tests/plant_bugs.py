@@ -164,6 +164,10 @@ BUGS = {
         "a full run's publish folder is not checked before compiling",
         [("train_nn.py", 'if trainer.run_record()["full_recipe"]:', "if False:")],
         [R + "test_a_publish_folder_that_cannot_be_made_stops_the_run_before_compiling"]),
+    "disk-room-unchecked": (
+        "a disk without room for the run's checkpoints and weights is not noticed",
+        [("train_nn.py", "        if need > free:", "        if False:")],
+        [R + "test_a_disk_without_room_for_the_runs_files_stops_it_before_compiling"]),
     "publish-failure-traceback": (
         "a publish folder broken during the run ends it in a traceback",
         [("train_nn.py", "    problem = utils.unwritable(folder)\n    if problem:\n"

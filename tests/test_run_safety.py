@@ -153,6 +153,29 @@ def test_a_run_whose_publish_folder_breaks_meanwhile_says_how_to_publish_it(data
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
+def test_a_disk_without_room_for_the_runs_files_stops_it_before_compiling(tmp_path,
+                                                                          monkeypatch):
+    import theano
+    import train_nn
+
+    class Trainer:  # what check_places_to_write reads of one: 1 MB of weights
+        run_dir, config = str(tmp_path / "run"), {}
+        net = type("Net", (), {"params": [theano.shared(np.zeros(250000, np.float32))]})
+
+        def run_record(self):
+            return {"full_recipe": False}
+    monkeypatch.setattr(utils, "free_bytes", lambda folder: (5 * 10 ** 6, 1))
+    with pytest.raises(utils.UserError) as error:
+        train_nn.check_places_to_write(Trainer(), resume=False)
+    assert str(error.value) == (
+        "the disk holding %s has 5.0 MB free; this run writes about 9.0 MB there "
+        "(checkpoints and weights of 1.0 MB each): free some space, or choose another --out"
+        % (tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # tried, and left as it was
+    monkeypatch.setattr(utils, "free_bytes", lambda folder: (10 ** 7, 1))
+    train_nn.check_places_to_write(Trainer(), resume=False)
+
+
 # -- 2. a folder holding a run's files is never reused ---------------------------------
 
 

@@ -883,12 +883,6 @@ def limit_to_data(config, count, log):
         config["limit"] = 0
 
 
-# Room a run needs, in weights files' sizes: the checkpoint (parameters,
-# momentum buffers, best weights) twice while it is replaced, the final and
-# best weights; and one more where it publishes.
-RUN_FOLDER_FILES, PUBLISH_FILES = 8, 1
-
-
 def check_places_to_write(trainer, resume):
     """Before anything is compiled: UserError unless the run folder and, for
     a full-recipe run, the folder it publishes to can be written, with room
@@ -899,10 +893,17 @@ def check_places_to_write(trainer, resume):
         raise UserError("cannot %s the run folder %s: %s; %s" % (
             "write in" if resume else "create", run_dir, problem,
             "make it writable and resume again" if resume else "choose another --out"))
+    # Room: the checkpoint (every parameter, the momentum buffers and, with a
+    # validation split, the best weights) twice while it is replaced, the
+    # final (and best) weights, the logs and curves; one weights file where
+    # it publishes.
     weights_bytes = sum(p.get_value(borrow=True).nbytes for p in trainer.net.params)
+    best_bytes = weights_bytes if config["recipe"]["val_size"] else 0
+    checkpoint_bytes = weights_bytes + 4 * trainer.net.trainable_count + best_bytes
     needs = {}
     free, device = utils.free_bytes(run_dir)
-    needs[device] = [free, RUN_FOLDER_FILES * weights_bytes + 2 ** 20, run_dir, "--out"]
+    needs[device] = [free, 2 * checkpoint_bytes + weights_bytes + best_bytes + 2 ** 18,
+                     run_dir, "--out"]
     if trainer.run_record()["full_recipe"]:
         target = published_path(config)
         problem = utils.unwritable(os.path.dirname(target))
@@ -914,13 +915,13 @@ def check_places_to_write(trainer, resume):
                                 config["network"]["dataset"]]["folder"]))
         free, device = utils.free_bytes(os.path.dirname(target))
         needs.setdefault(device, [free, 0, os.path.dirname(target), "--data-dir"])
-        needs[device][1] += PUBLISH_FILES * weights_bytes
+        needs[device][1] += weights_bytes
     for free, need, folder, flag in needs.values():
         if need > free:
-            raise UserError("the disk holding %s has %.1f MB free; this run writes about "
-                            "%.1f MB there (checkpoints and weights of %.1f MB each): free "
-                            "some space, or choose another %s" % (
-                                folder, free / 1e6, need / 1e6, weights_bytes / 1e6, flag))
+            raise UserError("the disk holding %s has %.1f MB free; this run writes up to "
+                            "%.1f MB there (its checkpoint, twice while it is replaced, and "
+                            "its weights): free some space, or choose another %s" % (
+                                folder, free / 1e6, need / 1e6, flag))
 
 
 def update_summary(run_dir, **changes):

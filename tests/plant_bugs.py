@@ -167,7 +167,8 @@ BUGS = {
     "disk-room-unchecked": (
         "a disk without room for the run's checkpoints and weights is not noticed",
         [("train_nn.py", "        if need > free:", "        if False:")],
-        [R + "test_a_disk_without_room_for_the_runs_files_stops_it_before_compiling"]),
+        [R + "test_a_disk_without_room_for_the_runs_files_stops_it_before_compiling",
+         R + "test_a_small_disk_stops_the_run_before_compiling"]),
     "publish-failure-traceback": (
         "a publish folder broken during the run ends it in a traceback",
         [("train_nn.py", "    problem = utils.unwritable(folder)\n    if problem:\n"

@@ -158,22 +158,46 @@ def test_a_disk_without_room_for_the_runs_files_stops_it_before_compiling(tmp_pa
     import theano
     import train_nn
 
-    class Trainer:  # what check_places_to_write reads of one: 1 MB of weights
-        run_dir, config = str(tmp_path / "run"), {}
-        net = type("Net", (), {"params": [theano.shared(np.zeros(250000, np.float32))]})
+    class Trainer:  # what check_places_to_write reads of one: 1 MB of trainable weights
+        run_dir, config = str(tmp_path / "run"), {"recipe": {"val_size": 0}}
+        net = type("Net", (), {"params": [theano.shared(np.zeros(250000, np.float32))],
+                               "trainable_count": 250000})
 
         def run_record(self):
             return {"full_recipe": False}
+    # a checkpoint of 2 MB (weights and momentum) twice, the final weights, 256 KiB of logs
     monkeypatch.setattr(utils, "free_bytes", lambda folder: (5 * 10 ** 6, 1))
     with pytest.raises(utils.UserError) as error:
         train_nn.check_places_to_write(Trainer(), resume=False)
     assert str(error.value) == (
-        "the disk holding %s has 5.0 MB free; this run writes about 9.0 MB there "
-        "(checkpoints and weights of 1.0 MB each): free some space, or choose another --out"
-        % (tmp_path / "run"))
+        "the disk holding %s has 5.0 MB free; this run writes up to 5.3 MB there (its "
+        "checkpoint, twice while it is replaced, and its weights): free some space, or "
+        "choose another --out" % (tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # tried, and left as it was
-    monkeypatch.setattr(utils, "free_bytes", lambda folder: (10 ** 7, 1))
+    monkeypatch.setattr(utils, "free_bytes", lambda folder: (5.3 * 10 ** 6, 1))
     train_nn.check_places_to_write(Trainer(), resume=False)
+
+
+@slow
+def test_a_small_disk_stops_the_run_before_compiling(data, tmp_path):
+    """A 1 MB file system (tmpfs, mounted where root may) for the run folder:
+    PreResNet-8's checkpoint (0.6 MB) twice and its weights need 1.8 MB (on
+    1c2cf27 the run trained and failed at its end: its second checkpoint did
+    not fit)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        result = run_cli(TRAIN, *SHORT, "--data-dir", data, "--out", small / "run")
+        line = one_line_error(result)
+        assert line.startswith("error: the disk holding %s has 1.0 MB free; this run writes "
+                               "up to 1.8 MB there" % (small / "run")), line
+        assert "compiling" not in result.stdout and not (small / "run").exists()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
 
 
 # -- 2. a folder holding a run's files is never reused ---------------------------------

@@ -966,7 +966,7 @@ def complete_finished_run(config, run_dir, log, attach):
         update_summary(run_dir, published=published, not_published=None, publish_with=None)
         return 0
     if not done:
-        log("%s already finished all %d epochs; nothing to do" % (run_dir, recipe["epochs"]))
+        log("%s already finished %s; nothing to do" % (run_dir, _all_epochs(recipe["epochs"])))
     return 0
 
 

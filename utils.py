@@ -896,11 +896,18 @@ def curves_figure(history, title, paper_error=None, lr_drops=()):
     values = []
     for key, label in (("train_error", "train"), ("val_error", "validation"),
                        ("test_error", "test")):
-        points = [(row["epoch"], row[key]) for row in history
-                  if row.get(key) is not None and row[key] > 0]
-        if points:
-            ax_err.plot(*zip(*points), label=label, **marker)
-            values += [value for _, value in points]
+        rows = [row for row in history if row.get(key) is not None]
+        if not rows:
+            continue
+        # 0 % has no place on a log axis: the line breaks there (never joins
+        # the epochs around it) and the legend counts such epochs
+        zeros = sum(row[key] <= 0 for row in rows)
+        ax_err.plot([row["epoch"] for row in rows],
+                    [row[key] if row[key] > 0 else float("nan") for row in rows],
+                    label=label + (" (0 %% in %d epoch%s, not drawn)" % (
+                        zeros, "s" if zeros > 1 else "") if zeros else ""),
+                    **(marker or (dict(marker=".", markersize=3) if zeros else {})))
+        values += [row[key] for row in rows if row[key] > 0]
     if paper_error is not None:
         ax_err.axhline(paper_error, color="k", linestyle="--",
                        label="paper test error %.2f %%" % paper_error)

@@ -258,6 +258,11 @@ BUGS = {
         [("utils.py", "subs = (tuple(range(1, 10)) if high / low < 10 else",
           "subs = ((1.0, 2.0, 3.0, 5.0) if high / low < 10 else")],
         [R + "test_the_log_error_axis_labels_at_least_three_ticks[28-75]"]),
+    "zero-errors-joined": (
+        "epochs at 0 % error dropped from the log plot and their neighbours joined",
+        [("utils.py", "        rows = [row for row in history if row.get(key) is not None]\n",
+          "        rows = [row for row in history if row.get(key)]\n")],
+        [R + "test_epochs_at_zero_error_break_the_log_line_and_are_counted"]),
     "title-without-epochs": (
         "curves.png's title names --limit but not the other shortened settings",
         [("train_nn.py", 'changes = self.run_record()["changes"]',

@@ -521,6 +521,21 @@ def test_the_log_error_axis_labels_at_least_three_ticks(low, high):
     assert len(labels) >= 3 and all(re.fullmatch(r"[\d.]+", l) for l in labels), labels
 
 
+def test_epochs_at_zero_error_break_the_log_line_and_are_counted():
+    """0 % cannot be drawn on a log axis; joining the epochs around such
+    epochs would draw errors that were never measured (a tiny-data run of
+    164 epochs drew train error 2.5 % across 40 epochs at 0 %)."""
+    rows = history(10)
+    for epoch in (4, 5, 6):
+        rows[epoch - 1]["train_error"] = 0.0
+    fig = utils.curves_figure(rows, "title")
+    line, = [l for l in fig.axes[1].get_lines() if l.get_label().startswith("train")]
+    assert list(line.get_xdata()) == list(range(1, 11))
+    assert [bool(np.isnan(y)) for y in line.get_ydata()] == [e in (4, 5, 6)
+                                                             for e in range(1, 11)]
+    assert line.get_label() == "train (0 % in 3 epochs, not drawn)"
+
+
 def test_learning_rate_drops_are_in_the_legend_only_when_drawn():
     def legend_texts(fig):
         return [t.get_text() for ax in fig.axes for t in

@@ -5,7 +5,8 @@
     python test_model.py normal 18                  # data/weights/preresnet110/*.npz
     python test_model.py wide 2 4 --dataset cifar100
     python test_model.py normal 18 --weights resnet110_fullpreactivation_638.pklz
-    python test_model.py bottleneck 18 --weights resnet164_fullpreactivation.pklz --pixel-mean pixel_mean.npy
+    python test_model.py bottleneck 18 --weights resnet164_fullpreactivation.pklz \\
+        --pixel-mean pixel_mean.npy                 # the old repository's weights
 
 Prints which weights it evaluates (their run, recipe and epochs), the test
 error, the per-class accuracy and the confusion matrix, and writes them as
@@ -13,8 +14,9 @@ JSON (next to the weights unless --out says otherwise). A run folder is
 evaluated with its final weights, or, for an unfinished run, its last
 checkpoint, on the data folder the run used (unless --data-dir says
 otherwise); VARIANT DEPTH [WIDTH] finds the weights a full-recipe run
-published in <data folder>/weights/<network>/. Weights files of this project carry their network and input
-normalisation. The old repository's .pklz files do not, so the network is
+published in <data folder>/weights/<network>/. Weights files of this project
+carry their network and input normalisation. The old repository's .pklz
+files do not, so the network is
 given as VARIANT DEPTH [WIDTH]; each was trained with its own version of that
 repository's graph: the graph is chosen by the file's parameter list, and by
 its published name where two graphs have the same list (--arch chooses one),

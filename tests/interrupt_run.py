@@ -1,8 +1,10 @@
 """Run train_nn.py and have it send itself a signal right after its Nth
-training step: a deterministic interruption, mid-epoch (tests/test_resume.py).
+training step, or while it compiles the training step (N = 0): a
+deterministic interruption (tests/test_resume.py, tests/test_run_safety.py).
 
     python tests/interrupt_run.py AT SIGNAL TRAIN_NN_ARGS...
     python tests/interrupt_run.py 7 SIGINT normal 1 --out runs/x --epochs 3
+    python tests/interrupt_run.py 0 SIGTERM normal 1 --out runs/x --epochs 3
 """
 import os
 import signal
@@ -18,6 +20,8 @@ def main():
     done = [0]
 
     def compile_signalling_step(net, recipe):
+        if at == 0:  # as a user's Ctrl-C while Theano compiles
+            os.kill(os.getpid(), getattr(signal, signame))
         step, learning_rate, buffers = compile_step(net, recipe)
 
         def signalling_step(images, labels):

@@ -143,6 +143,7 @@ def default_weights(args, info):
     command = "python train_nn.py %s %d%s" % (args.variant, args.depth,
                                               " %d" % args.width if args.width else "")
     for flag, value in (("--arch", args.arch), ("--dataset", args.dataset),
+                        ("--unit", args.unit), ("--shortcut", args.shortcut),
                         ("--data-dir", args.data_dir)):
         if value:
             command += " %s %s" % (flag, value)
@@ -326,7 +327,8 @@ def print_report(report, info, weights, paper):
     print("%s on the %s test set (%d images), weights %s"
           % (info["display"], info["dataset"].upper().replace("CIFAR", "CIFAR-"),
              report["count"], weights))
-    print("test error: %.2f %%%s" % (report["error"], "  (paper: %.2f %%)" % paper
+    print("test error: %.2f %%%s" % (report["error"], "  (paper: %s)"
+                                     % models.format_paper_error(paper)
                                      if paper is not None else ""))
     names = report["label_names"]
     print("per-class accuracy (%):")
@@ -368,6 +370,19 @@ def main(argv=None):
             args.variant, args.depth = made_for.get("variant"), made_for.get("depth")
             args.width = made_for.get("width") if args.variant == "wide" else None
             args.arch = args.arch or made_for.get("arch")
+        if weights is not None:
+            # The residual unit and shortcut the weights were trained with; units
+            # of one block have the same parameter shapes, so a shape check
+            # would not tell them apart.
+            for flag, key, default in (("--unit", "unit", models.DEFAULT_UNIT),
+                                       ("--shortcut", "shortcut", models.IDENTITY)):
+                trained = weights["network"].get(key, default)
+                given = getattr(args, key)
+                if given is not None and models.canonical(key, given) != trained:
+                    parser.error("%s holds weights of %s with %s %s, not %s %s"
+                                 % (args.weights, weights["network"].get("display", "?"),
+                                    key, trained, flag, given))
+                setattr(args, key, trained)
         models.check_network_arguments(parser, args)
         dataset = args.dataset or (weights["network"].get("dataset") if weights else None)
         dataset = dataset or "cifar10"
@@ -381,7 +396,8 @@ def main(argv=None):
                           published["test_error"] if published else None}
         try:
             info = models.network_info(args.variant, args.depth, args.width or 1, arch,
-                                       dataset)
+                                       dataset, unit=args.unit or models.DEFAULT_UNIT,
+                                       shortcut=args.shortcut or models.IDENTITY)
         except ValueError as error:
             parser.error(str(error))
         if args.weights is None:
@@ -407,7 +423,8 @@ def main(argv=None):
         seconds = time.time() - started
         report = models.classification_report(data["test_y"], predictions,
                                               data["label_names"])
-        paper = models.paper_error(info, info.get("dropout", 0.0))
+        run = (weights or {}).get("records", {}).get("run") or {}
+        paper = models.paper_error(info, info.get("dropout", 0.0), run.get("recipe"))
         print_report(report, info, args.weights, paper)
         if old_record and old_record["readme_error"] is not None:
             print("the old repository's README gave %.2f %% for this file"

@@ -4,6 +4,8 @@
     python train_nn.py bottleneck 18          # PreResNet-164 (9n+2)
     python train_nn.py wide 2 4               # WRN-16-4 (6n+4, k=4)
     python train_nn.py wide 2 4 --dropout 0.3
+    python train_nn.py bottleneck 111         # PreResNet-1001
+    python train_nn.py normal 3 --unit original --recipe he2015   # ResNet-20 (He et al. 2015)
     python train_nn.py normal 18 --arch seed --recipe seed     # the old repository
     python train_nn.py normal 1 --epochs 1 --limit 2000        # a smoke run
     python train_nn.py --resume runs/preresnet110-paper-preresnet-20261128-170000
@@ -58,8 +60,12 @@ RECIPES = {
         # Torch counts epochs from 1 and decays when epoch >= 81 and >= 122.
         "lr_milestones": [80, 121],
         "lr_factor": 0.1,
-        # Optional warm-up (He et al. 2016 Sec. 4.1 use 0.01 for 400 iterations
-        # on ResNet-1001): off by default, --warmup-iters 400 turns it on.
+        "lr_milestone_iters": [],
+        "max_iters": 0,
+        # He et al. 2016's appendix warms every CIFAR run up at 0.01 for 400
+        # iterations "following [1]"; fb.resnet.torch's train.lua has no
+        # warm-up, and the code decides: off (--warmup-iters 400 turns it on;
+        # he2015-warmup is the papers' own schedule).
         "warmup_iters": 0,
         "warmup_epochs": 0,
         "warmup_lr": 0.01,
@@ -90,6 +96,8 @@ RECIPES = {
         # epochs 60, 120 and 160, i.e. before 0-based epochs 59, 119 and 159.
         "lr_milestones": [59, 119, 159],
         "lr_factor": 0.2,
+        "lr_milestone_iters": [],
+        "max_iters": 0,
         "warmup_iters": 0,
         "warmup_epochs": 0,
         "warmup_lr": 0.01,
@@ -114,6 +122,8 @@ RECIPES = {
         "lr": 0.1,
         "lr_milestones": [80, 120],
         "lr_factor": 0.1,
+        "lr_milestone_iters": [],
+        "max_iters": 0,
         "warmup_iters": 0,
         "warmup_epochs": 10,  # lr 0.01 for epochs 0-9
         "warmup_lr": 0.01,
@@ -133,6 +143,76 @@ RECIPES = {
         "publish": "best_val",  # it saved the best-on-validation parameters
     },
 }
+
+
+# He et al. 2015 (arXiv 1512.03385) Sec. 4.2, CIFAR-10: "We use a weight decay
+# of 0.0001 and momentum of 0.9 ... These models are trained with a mini-batch
+# size of 128 on two GPUs. We start with a learning rate of 0.1, divide it by
+# 10 at 32k and 48k iterations, and terminate training at 64k iterations, which
+# is determined on a 45k/5k train/val split. We follow the simple data
+# augmentation in [24] for training: 4 pixels are padded on each side, and a
+# 32x32 crop is randomly sampled from the padded image or its horizontal flip";
+# "The network inputs are 32x32 images, with the per-pixel mean subtracted";
+# "We present experiments trained on the training set and evaluated on the test
+# set". No code was published; the experiments ran in Caffe (resnet-1k-layers'
+# README: "The experiments in the paper were conducted in Caffe").
+RECIPES["he2015"] = {
+    "source": "He et al. 2015 (arXiv 1512.03385) Sec. 4.2 (the CIFAR-10 ResNets of Table 6)",
+    # 64k iterations of 390 batches: epoch 165 stops after its 40th iteration.
+    "epochs": 165,
+    "batch_size": 128,
+    "lr": 0.1,
+    "lr_milestones": [],
+    # "divide it by 10 at 32k and 48k iterations": the 32,001st step (0-based
+    # iteration 32000) is the first at 0.01, as Caffe's multistep policy does.
+    "lr_milestone_iters": [32000, 48000],
+    "lr_factor": 0.1,
+    "max_iters": 64000,
+    "warmup_iters": 0,
+    "warmup_epochs": 0,
+    "warmup_lr": 0.01,
+    "momentum": 0.9,
+    # "momentum of 0.9", not Nesterov's: Caffe's SGD solver.
+    "optimizer": "momentum_caffe",
+    "reset_momentum_at_milestones": False,
+    "weight_decay": 1e-4,
+    # Caffe adds weight_decay * w to the gradient of every learnable blob
+    # (decay_mult 1 unless a prototxt says otherwise; none was published).
+    "decay": "gradient_all",
+    "normalisation": "pixel_mean",
+    "pad": 4,
+    "pad_mode": "zero",
+    # The 45k/5k split only chose the stopping point (64k iterations); the
+    # reported networks are "trained on the training set": all 50,000.
+    "val_size": 0,
+    # Every iteration is a mini-batch of 128, as in Caffe's data layer; the 80
+    # images an epoch leaves over change from epoch to epoch.
+    "drop_last": True,
+    "dropout": 0.0,
+    "publish": "final",
+}
+# ResNet-110 (and the 1202-layer net "trained as described above"): "we use
+# 0.01 to warm up the training until the training error is below 80% (about
+# 400 iterations), and then go back to 0.1" (He et al. 2015 Sec. 4.2); He et
+# al. 2016's appendix does it "for all CIFAR experiments ... at the beginning
+# 400 iterations": 400 fixed iterations, the rest as he2015.
+RECIPES["he2015-warmup"] = dict(
+    RECIPES["he2015"],
+    source="He et al. 2015 (arXiv 1512.03385) Sec. 4.2, with the 0.01 warm-up of its "
+           "110- and 1202-layer nets; He et al. 2016 (arXiv 1603.05027) appendix",
+    warmup_iters=400)
+# PreResNet-1001 as KaimingHe/resnet-1k-layers trains it (its README: `th
+# main.lua -netType resnet-pre-act -depth 1001 -batchSize 64 -nGPU 2 -nThreads 4
+# -dataset cifar10 -nEpochs 200`, "we simply reduced the mini-batch size to
+# 64"): fb.resnet.torch with two options changed. Its train.lua decays the
+# learning rate for cifar10 when epoch >= 81 and >= 122 whatever nEpochs is,
+# so the last 79 of the 200 epochs run at 0.001.
+RECIPES["resnet-1k-layers"] = dict(
+    RECIPES["paper-preresnet"],
+    source="KaimingHe/resnet-1k-layers README (batch 64, 200 epochs) on fb.resnet.torch "
+           "train.lua/opts.lua",
+    epochs=200,
+    batch_size=64)
 
 CHOICES = {
     "optimizer": tuple(updates.OPTIMIZERS),
@@ -167,11 +247,23 @@ def resolve_recipe(name, variant, overrides=None):
 
 
 def learning_rate(recipe, epoch, iteration):
-    """Learning rate of the step at 0-based ``epoch`` and global ``iteration``."""
+    """Learning rate of the step at 0-based ``epoch`` and 0-based global
+    ``iteration``: the warm-up's, else ``lr`` times ``lr_factor`` once per
+    milestone reached (epochs in ``lr_milestones``, iterations in
+    ``lr_milestone_iters``)."""
     if epoch < recipe["warmup_epochs"] or iteration < recipe["warmup_iters"]:
         return recipe["warmup_lr"]
-    drops = sum(epoch >= m for m in recipe["lr_milestones"])
+    drops = (sum(epoch >= m for m in recipe["lr_milestones"]) +
+             sum(iteration >= m for m in recipe["lr_milestone_iters"]))
     return recipe["lr"] * recipe["lr_factor"] ** drops
+
+
+def epochs_to_run(recipe, batches_per_epoch):
+    """The epochs a run trains: ``epochs``, or fewer where ``max_iters`` ends
+    it sooner (its last epoch then stops after the max_iters-th iteration)."""
+    if not recipe["max_iters"]:
+        return recipe["epochs"]
+    return min(recipe["epochs"], -(-recipe["max_iters"] // batches_per_epoch))
 
 
 # =============================================================================
@@ -198,8 +290,25 @@ def compile_training_step(net, recipe):
     learning_rate = theano.shared(np.float32(0), name="learning_rate")
     step_updates, buffers = updates.OPTIMIZERS[recipe["optimizer"]](
         grads, params, learning_rate, np.float32(recipe["momentum"]))
-    step = theano.function([net.input_var, target_var], [loss, errors], updates=step_updates)
+    with theano.configparser.change_flags(cycle_detection=cycle_detection(len(params))):
+        step = theano.function([net.input_var, target_var], [loss, errors],
+                               updates=step_updates)
     return step, learning_rate, buffers
+
+
+# Theano's in-place pass, with its default 'regular' cycle detection, rebuilds
+# its map of destroyed variables after every replacement: its time grows with
+# the square of the graph, over 20 minutes of PreResNet-1001's compile (3,000
+# parameter arrays). 'fast' leaves most updates out of place (PreResNet-164:
+# 298 in-place nodes instead of 1,429), so smaller networks keep the default.
+FAST_CYCLE_DETECTION_FROM = 1000   # trainable arrays (PreResNet-164: 494, -1001: 3,005)
+
+
+def cycle_detection(parameter_arrays):
+    """Theano's cycle_detection for compiling a step with that many parameters."""
+    if parameter_arrays >= FAST_CYCLE_DETECTION_FROM:
+        return "fast"
+    return theano.config.cycle_detection
 
 
 # =============================================================================
@@ -270,10 +379,13 @@ class Trainer:
         if not self.batches:
             raise UserError("%d training images make no batch of %d; lower --batch-size"
                             % (len(self.train_x), self.recipe["batch_size"]))
+        # A run that max_iters ends early has fewer epochs (config.json says so).
+        self.recipe["epochs"] = epochs_to_run(self.recipe, len(self.batches))
         self.net = models.Network(config["network"], config["seed"])
         self.step = self.learning_rate = None
         self.optimizer_state = []
-        self.paper = models.paper_error(config["network"], self.recipe["dropout"])
+        self.paper = models.paper_error(config["network"], self.recipe["dropout"],
+                                        self.recipe["name"])
         self.progress = {"epoch": 0, "iteration_in_epoch": 0, "iteration": 0, "lr": None,
                          "loss_sum": 0.0, "error_count": 0, "seen": 0, "seconds": 0.0,
                          "history": []}
@@ -292,11 +404,17 @@ class Trainer:
         recipe, info, log = self.recipe, self.config["network"], self.log
         log("%s: %s trainable parameters"
             % (info["display"], format(self.net.trainable_count, ",")))
-        log("recipe %s: %d epochs, batch %d, lr %g (x%g at epochs %s), weight decay %g, "
+        warmup = ["%d %s at %g" % (recipe[key], unit, recipe["warmup_lr"])
+                  for key, unit in (("warmup_epochs", "epochs"), ("warmup_iters", "iterations"))
+                  if recipe[key]]
+        log("recipe %s: %s, batch %d, lr %g%s (x%g at %s), weight decay %g, "
             "%d training / %d validation images" % (
-                recipe["name"], recipe["epochs"], recipe["batch_size"], recipe["lr"],
-                recipe["lr_factor"], ",".join(str(m) for m in recipe["lr_milestones"]) or "-",
-                recipe["weight_decay"], len(self.train_x), len(self.val_x)))
+                recipe["name"], "%d epochs" % recipe["epochs"] + (
+                    " (%d iterations)" % recipe["max_iters"] if recipe["max_iters"] else ""),
+                recipe["batch_size"], recipe["lr"],
+                " after %s" % " and ".join(warmup) if warmup else "", recipe["lr_factor"],
+                _milestone_text(recipe), recipe["weight_decay"], len(self.train_x),
+                len(self.val_x)))
         log("compiling the training step (minutes the first time for a deep network; "
             "Theano caches the C code)...")
         stop.at_once, stop.doing = True, "compiling the training step"
@@ -396,9 +514,12 @@ class Trainer:
             return utils.make_batch(self.train_x, self.train_y, plan, *self.batches[i],
                                     self.stats, recipe["pad"], recipe["pad_mode"])
 
-        loader = loop.Prefetcher(make, range(first, len(self.batches)))
+        last = len(self.batches)
+        if recipe["max_iters"]:   # the run's last epoch may stop early
+            last = min(last, first + recipe["max_iters"] - progress["iteration"])
+        loader = loop.Prefetcher(make, range(first, last))
         try:
-            for i, (images, labels) in zip(range(first, len(self.batches)), loader):
+            for i, (images, labels) in zip(range(first, last), loader):
                 rate = learning_rate(recipe, epoch, progress["iteration"])
                 lr = np.float32(rate)
                 if self.learning_rate.get_value() != lr:
@@ -453,8 +574,10 @@ class Trainer:
         if changes:
             shortened = "shortened: " + ", ".join(changes)
             title += ("\n" if len(title) + len(shortened) > 90 else ", ") + shortened
+        drops = [m + 1 for m in recipe["lr_milestones"]] + [
+            m // len(self.batches) + 1 for m in recipe["lr_milestone_iters"]]
         utils.plot_curves(os.path.join(self.run_dir, "curves.png"), progress["history"], title,
-                          self.paper, [m + 1 for m in recipe["lr_milestones"]])
+                          self.paper if self.paper != models.FAILED else None, sorted(drops))
         self.checkpoint()
 
     def evaluate(self, epoch, stop):
@@ -500,7 +623,8 @@ class Trainer:
         final_path = os.path.join(self.run_dir, "weights_final.npz")
         models.save_weights(final_path, net, self.stats, records={"run": self.run_record()})
         last = self.progress["history"][-1]
-        paper_text = " (paper: %.2f %%)" % self.paper if self.paper is not None else ""
+        paper_text = (" (paper: %s)" % models.format_paper_error(self.paper)
+                      if self.paper is not None else "")
         self.log("final test error: %s%s" % (_percent(last["test_error"]), paper_text))
         chosen = final_path
         if best is not None:
@@ -638,6 +762,14 @@ def _percent(value):
     return "-" if value is None else "%.2f%%" % value
 
 
+def _milestone_text(recipe):
+    """'epochs 80,121', 'iterations 32000,48000' or '-'."""
+    parts = ["%s %s" % (unit, ",".join(str(m) for m in recipe[key]))
+             for unit, key in (("epochs", "lr_milestones"), ("iterations", "lr_milestone_iters"))
+             if recipe[key]]
+    return " and ".join(parts) or "-"
+
+
 # =============================================================================
 # The command line
 
@@ -650,8 +782,13 @@ RECIPE_FLAGS = {
                                      "0-based epochs on (80,121: from epochs 81 and 122 of "
                                      "the log); 'none' for none"),
     "lr_factor": (float, "F", "learning-rate factor at each milestone"),
-    "warmup_iters": (int, "N", "iterations at --warmup-lr first (He et al. 2016 use 400 "
-                               "for ResNet-1001)"),
+    "lr_milestone_iters": (None, "I1,I2", "multiply the learning rate by --lr-factor from "
+                                          "these 0-based iterations on (He et al. 2015: "
+                                          "32000,48000); 'none' for none"),
+    "max_iters": (int, "N", "stop after N iterations, within an epoch if need be (He et "
+                            "al. 2015: 64000); 0: after --epochs"),
+    "warmup_iters": (int, "N", "iterations at --warmup-lr first (He et al. 2015 use 400 "
+                               "for ResNet-110, He et al. 2016 for every CIFAR net)"),
     "warmup_epochs": (int, "N", "epochs at --warmup-lr first"),
     "warmup_lr": (float, "LR", "learning rate of the warm-up"),
     "momentum": (float, "M", "momentum"),
@@ -676,19 +813,25 @@ USAGE = ("train_nn.py VARIANT DEPTH [WIDTH] [--recipe R] [--data-dir D] [options
          "       train_nn.py --resume RUN_DIR [--data-dir D] [--test-every K]")
 
 
-def milestones(text):
+def milestones(text, unit="epochs", example="80,121"):
     """'80,121' -> [80, 121]; '' or 'none' -> []; refused unless increasing."""
     if text.strip().lower() in ("", "none"):
         return []
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated epochs, e.g. 80,121")
+        raise argparse.ArgumentTypeError("expected comma-separated %s, e.g. %s"
+                                         % (unit, example))
     if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError("epochs are counted from 0")
+        raise argparse.ArgumentTypeError("%s are counted from 0" % unit)
     if any(b <= a for a, b in zip(values, values[1:])):
-        raise argparse.ArgumentTypeError("milestones must increase, e.g. 80,121")
+        raise argparse.ArgumentTypeError("milestones must increase, e.g. %s" % example)
     return values
+
+
+def iteration_milestones(text):
+    """'32000,48000' -> [32000, 48000], as ``milestones``."""
+    return milestones(text, "iterations", "32000,48000")
 
 
 def yes_no(text):
@@ -722,7 +865,10 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     models.add_network_arguments(parser, optional=True)
     parser.add_argument("--recipe", default=None,
-                        help="paper (default), seed, paper-preresnet or paper-wrn")
+                        help="paper (default: paper-preresnet or paper-wrn), seed, "
+                             "he2015, he2015-warmup (He et al. 2015's CIFAR ResNets), "
+                             "resnet-1k-layers (PreResNet-1001 as its authors' code trains "
+                             "it)")
     parser.add_argument("--data-dir", metavar="D",
                         help="folder holding cifar-10-batches-py/ (default: data/; "
                              "downloaded there when missing)")
@@ -748,6 +894,8 @@ def build_parser():
             recipe.add_argument(flag, choices=CHOICES[key], help=text)
         elif key == "lr_milestones":
             recipe.add_argument(flag, type=milestones, metavar=metavar, help=text)
+        elif key == "lr_milestone_iters":
+            recipe.add_argument(flag, type=iteration_milestones, metavar=metavar, help=text)
         elif kind is None:
             recipe.add_argument(flag, type=yes_no, metavar=metavar, help=text)
         else:
@@ -775,7 +923,8 @@ def new_run(parser, args):
         recipe = resolve_recipe(args.recipe or "paper", args.variant, overrides)
         info = models.network_info(args.variant, args.depth, args.width or 1,
                                    args.arch or "paper", args.dataset or "cifar10",
-                                   recipe["dropout"])
+                                   recipe["dropout"], args.unit or models.DEFAULT_UNIT,
+                                   args.shortcut or models.IDENTITY)
     except (ValueError, UserError) as error:
         parser.error(str(error))
     run_dir = args.out or os.path.join(
@@ -804,6 +953,7 @@ def resumed_run(parser, args):
              if value is not None]
     given += [flag for flag, value in (("--out", args.out), ("--limit", args.limit),
                                        ("--arch", args.arch), ("--dataset", args.dataset),
+                                       ("--unit", args.unit), ("--shortcut", args.shortcut),
                                        ("--seed", args.seed), ("--recipe", args.recipe))
               if value is not None]
     if given:

@@ -31,6 +31,11 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 W = "tests/test_wiring.py::"
 S = "tests/test_sources.py::"
 R = "tests/test_run_safety.py::"
+U = "tests/test_units.py::"
+H = "tests/test_he_recipes.py::"
+ORDER = U + "test_every_unit_orders_bn_relu_weights_and_addition_as_fig4"
+SAME = U + "test_every_unit_computes_what_pytorch_computes"
+SAME_SHORTCUT = U + "test_every_shortcut_computes_what_pytorch_computes"
 
 
 def wiring(test, family):
@@ -87,7 +92,7 @@ BUGS = {
         [wiring(NORMALISATION, "paper-preresnet"), wiring(BATCHES, "paper-preresnet")]),
     "basic-stride-on-second-conv": (
         "the basic unit's stride moved from the first to the second convolution",
-        [("models.py", 'stride_on = 0 if unit == "basic"', 'stride_on = 1 if unit == "basic"')],
+        [("models.py", 'stride_on = 0 if block == "basic"', 'stride_on = 1 if block == "basic"')],
         [S + "test_every_convolution_has_the_sources_kernel_stride_and_planes"
              "[normal-2-1-paper]"]),
     "bn-momentum-0.2": (
@@ -143,8 +148,8 @@ BUGS = {
     "plain-momentum": (
         "Torch's SGD without the Nesterov term",
         [("engine/updates.py",
-          "updates[param] = param - learning_rate * (grad + momentum * new_buffer)",
-          "updates[param] = param - learning_rate * new_buffer")],
+          "return new_v, p - lr * (g + m * new_v)",
+          "return new_v, p - lr * new_v")],
         [wiring(OPTIMISER, "paper-preresnet")]),
     "seed-decay-on-everything": (
         "the seed recipe's L2 penalty replaced by Torch's decay of every parameter",
@@ -159,6 +164,109 @@ BUGS = {
           '        "pad_mode": "zero",  # t.RandomCrop')],
         [S + "test_recipe_values_are_the_sources[paper-preresnet]",
          wiring(NORMALISATION, "paper-preresnet")]),
+    # -- issue 22: the units and shortcuts of He et al. 2016, He et al. 2015's recipe --
+    "relu-before-add-without-relu": (
+        "unit (c) without the ReLU before the addition",
+        [("models.py", '"pre": "", "last": "BR", "after": "", "basic_grow": "zero-pad"}),',
+          '"pre": "", "last": "B", "after": "", "basic_grow": "zero-pad"}),')],
+        [ORDER + "[relu-before-add-normal]", SAME + "[relu-before-add-normal]"]),
+    "bn-after-add-without-relu": (
+        "unit (b) with BN but no ReLU after the addition",
+        [("models.py", '"pre": "", "last": "", "after": "BR",',
+          '"pre": "", "last": "", "after": "B",')],
+        [ORDER + "[bn-after-add-bottleneck]", SAME + "[bn-after-add-bottleneck]"]),
+    "no-extra-activation-after-the-last-unit": (
+        "the pre-activation nets' last unit without its extra ReLU (BN kept)",
+        [("models.py", 'network = activation(network, order["pre"], spec, "head")',
+          'network = activation(network, order["pre"].replace("R", ""), spec, "head")')],
+        [U + "test_stem_and_head_activations_are_the_appendixs[relu-preact-normal]",
+         SAME + "[relu-preact-normal]"]),
+    "zero-pad-zeros-first": (
+        "option A's zero channels before the input's instead of after",
+        [("models.py", "return T.concatenate([kept, zeros], axis=1)",
+          "return T.concatenate([zeros, kept], axis=1)")],
+        [U + "test_zero_padded_shortcut_subsamples_and_appends_zero_channels",
+         SAME + "[original-normal]"]),
+    "zero-pad-odd-pixels": (
+        "option A subsampling the odd rows and columns",
+        [("models.py", "kept = input[:, :, ::self.stride, ::self.stride]",
+          "kept = input[:, :, 1::self.stride, 1::self.stride]")],
+        [U + "test_zero_padded_shortcut_subsamples_and_appends_zero_channels",
+         SAME + "[relu-preact-normal]"]),
+    "dropout-shortcut-inverted": (
+        "the dropout shortcut as inverted dropout (expectation 1, not [11]'s 0.5)",
+        [("models.py", "on_shortcut = 1 - values[0]", "on_shortcut = 1")],
+        [U + "test_dropout_shortcut_drops_half_of_every_shortcut_as_dropout_of_its_reference",
+         SAME_SHORTCUT + "[dropout:0.5]"]),
+    "gating-exclusive-swapped": (
+        "exclusive and shortcut-only gating swapped",
+        [("models.py", 'kind == "exclusive-gating",\n                              name=',
+          'kind != "exclusive-gating",\n                              name=')],
+        [U + "test_gates_are_a_sigmoid_1x1_convolution_of_the_unit_input"
+             "[exclusive-gating-True]", SAME_SHORTCUT + "[exclusive-gating:-2]",
+         SAME_SHORTCUT + "[shortcut-gating:0]"]),
+    "projection-without-bn": (
+        "the original unit's projections without their batch norm",
+        [("models.py", 'order["last"].replace("R", ""), spec,', '"", spec,')],
+        [U + "test_shortcuts_are_identity_but_where_the_shape_grows[bottleneck-original]",
+         U + "test_1x1_conv_shortcut_replaces_every_identity_with_conv_and_bn",
+         SAME + "[original-bottleneck]", SAME_SHORTCUT + "[conv1x1]"]),
+    "projection-bias": (
+        "a bias on every projection (41,984 -> 42,432 parameters in ResNet-1001's)",
+        [("models.py", 'shortcut_out = conv(source, out_channels, 1, stride, spec["projection_init"],'
+                       '\n                            name + ".projection")',
+          'shortcut_out = conv(source, out_channels, 1, stride, spec["projection_init"],'
+          '\n                            name + ".projection", bias=0.0)')],
+        [U + "test_preresnet_parameter_counts_are_he2016_table4s"]),
+    "he2015-milestones-one-late": (
+        "He et al. 2015's decays one iteration late (iteration > 32000)",
+        [("train_nn.py", 'sum(iteration >= m for m in recipe["lr_milestone_iters"])',
+          'sum(iteration > m for m in recipe["lr_milestone_iters"])')],
+        [H + "test_he2015_learning_rate_of_every_iteration_is_the_papers[he2015]",
+         H + "test_he2015_learning_rate_of_every_iteration_is_the_papers[he2015-warmup]"]),
+    "he2015-no-warmup": (
+        "ResNet-110's recipe without its 400-iteration warm-up",
+        [("train_nn.py", "    warmup_iters=400)", "    warmup_iters=0)")],
+        [H + "test_he2015_learning_rate_of_every_iteration_is_the_papers[he2015-warmup]"]),
+    "he2015-trains-on-45k": (
+        "He et al. 2015's recipe training on the 45k split",
+        [("train_nn.py", '"val_size": 0,\n    # Every iteration',
+          '"val_size": 5000,\n    # Every iteration')],
+        [H + "test_he2015_recipe_values_are_the_papers[he2015]"]),
+    "caffe-momentum-nesterov": (
+        "Caffe's momentum computed as Nesterov's",
+        [("engine/updates.py", "return new_v, p + new_v",
+          "return new_v, p + m * new_v - lr * g")],
+        [H + "test_caffe_momentum_is_caffes_update"]),
+    "loop-ignores-max-iters": (
+        "the loop runs the last epoch whole, past max_iters",
+        [("train_nn.py", 'last = min(last, first + recipe["max_iters"] - progress["iteration"])',
+          "last = last")],
+        [H + "test_loop_stops_at_max_iters_inside_an_epoch"]),
+    "resnet-1k-layers-batch-128": (
+        "the released code's recipe at mini-batch 128",
+        [("train_nn.py", "    batch_size=64)", "    batch_size=128)")],
+        [H + "test_resnet_1k_layers_recipe_is_its_readmes_command_on_fb_resnet_torch"]),
+    "preresnet1001-numbers-swapped": (
+        "PreResNet-1001's batch-128 number given as 4.62",
+        [("models.py", '("preresnet1001", "cifar10", False, "paper"): 4.92,',
+          '("preresnet1001", "cifar10", False, "paper"): 4.62,')],
+        [H + "test_units_and_shortcuts_have_he2016s_numbers",
+         "tests/test_sweep.py::test_published_numbers_match_the_programs"]),
+    "bn-average-biased-variance": (
+        "the running variance averaged from the biased batch variance (the one-node update)",
+        [("engine/layers.py", "keep * r + alpha * ((b * c) / (c - 1))", "keep * r + alpha * b")],
+        ["tests/test_layers.py::test_every_get_output_setting_normalises_and_updates_as_"
+         "documented[c_ops-None-None-False-paper]"]),
+    "decay-subtracted": (
+        "the weight decay subtracted from the gradient (the one-node decay)",
+        [("engine/updates.py", "[sg + d * sp]", "[sg - d * sp]")],
+        [S + "test_weight_decay_reaches_the_parameters_the_source_decays[paper-preresnet]"]),
+    "sweep-paper-number-for-every-recipe": (
+        "the sweep's report compares every recipe with the paper recipe's number",
+        [("sweep/table.py", 'for choice in (published_recipe(recipe), "paper"):',
+          'for choice in ("paper", published_recipe(recipe)):')],
+        [H + "test_every_published_number_is_in_the_sweeps_table"]),
     # -- run safety (issue 23) ------------------------------------------------------
     "publish-folder-unchecked": (
         "a full run's publish folder is not checked before compiling",

@@ -67,7 +67,9 @@ def test_default_sweep_is_the_papers_table_with_five_seeds(tmp_path):
     assert len(names) == len(set(names)) == 9 * 5
     # seed by seed: every row's first run comes before any second run
     assert [task["seed"] for task in sweep["tasks"]] == sorted(t["seed"] for t in sweep["tasks"])
-    rows = {(tuple(t["network"]), t["dataset"], t["dropout"]) for t in sweep["tasks"]}
+    # (variant, n, k) with the default unit and shortcut
+    assert {tuple(t["network"][3:]) for t in sweep["tasks"]} == {("full-preact", "identity")}
+    rows = {(tuple(t["network"][:3]), t["dataset"], t["dropout"]) for t in sweep["tasks"]}
     assert rows == {
         (("normal", 18, 1), "cifar10", 0.0), (("bottleneck", 18, 1), "cifar10", 0.0),
         (("bottleneck", 18, 1), "cifar100", 0.0), (("wide", 2, 4), "cifar10", 0.0),
@@ -377,10 +379,18 @@ def test_published_numbers_match_the_programs(tmp_path):
                     source = ast.literal_eval(match.group(1))
     if source is None:
         pytest.skip("PAPER_TEST_ERROR not found in the project's source")
-    names = {"PreResNet-110": "preresnet110", "PreResNet-164": "preresnet164",
-             "WRN-16-4": "wrn16-4", "WRN-28-10": "wrn28-10"}
-    published = {(names[r["network"]], r["dataset"], float(r["dropout"]) > 0): float(r["paper"])
-                 for r in read_csv(os.path.join(PROJECT_DIR, "sweep", "published.csv"))}
+    import models
+    published = {}
+    for r in read_csv(os.path.join(PROJECT_DIR, "sweep", "published.csv")):
+        words = r["command"].split()
+        options = dict(zip(words[-4::2], words[-3::2])) if "--" in r["command"] else {}
+        numbers = [int(w) for w in words[1:] if w.isdigit()]
+        info = models.network_info(words[0], numbers[0], numbers[1] if len(numbers) > 1 else 1,
+                                   "paper", "cifar10", unit=options.get("--unit", "full-preact"),
+                                   shortcut=options.get("--shortcut", "identity"))
+        assert info["display"] == r["network"], r["command"]
+        paper = r["paper"] if r["paper"] == "fail" else float(r["paper"])
+        published[(info["name"], r["dataset"], float(r["dropout"]) > 0, r["recipe"])] = paper
     assert published == source
 
 

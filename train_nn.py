@@ -791,7 +791,8 @@ def main(argv=None):
                                 % (run_dir, error.strerror or error))
             config["source"] = provenance(data)
             utils.write_json(os.path.join(run_dir, "config.json"), dict(
-                config, command=" ".join(["python", "train_nn.py"] + sys.argv[1:])))
+                config, command=" ".join(["python", "train_nn.py"] + (
+                    sys.argv[1:] if argv is None else [str(a) for a in argv]))))
         log.attach(os.path.join(run_dir, "output.log"))
         log("run folder: %s" % run_dir)
         trainer.run(resume=bool(args.resume))

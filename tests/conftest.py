@@ -26,6 +26,22 @@ def make_images(count, seed, num_classes=10):
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
+# Ten colours far apart (the RGB cube's corners, grey, orange): an image's
+# class is its colour under strong noise, which crops and flips keep.
+PALETTE = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
+                    (255, 0, 255), (0, 255, 255), (255, 255, 255), (128, 128, 128),
+                    (255, 128, 0)])
+
+
+def coloured_images(count, seed):
+    """Images a network learns in a few epochs (tests/test_wiring.py's
+    learning check, networks that must predict more than one class)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(PALETTE), count)
+    images = PALETTE[labels][:, :, None, None] + rng.normal(0, 60, (count, 3, 32, 32))
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
 def write_batch(path, images, labels, label_key="labels", protocol=2):
     """A batch file the way the official ones are laid out."""
     batch = {"batch_label": "tiny batch", label_key: [int(v) for v in labels],
@@ -107,6 +123,30 @@ class RunsCode:
 
     def __reduce__(self):
         return (os.system, (self.command,))
+
+
+def python2_string(data):
+    """``data`` as Python 2's pickle protocol 0 writes a str: S'...' holding
+    repr's escapes."""
+    escapes = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    text = "".join(escapes.get(chr(byte)) or (chr(byte) if 32 <= byte < 127 else "\\x%02x" % byte)
+                   for byte in data)
+    return ("S'%s'\n" % text).encode("ascii")
+
+
+def python2_pickle(arrays):
+    """The bytes Python 2.7's cPickle.dump(list, f) wrote for a list of numpy
+    (1.x) float32 arrays, as the old repository saved its weights: protocol 0,
+    each array rebuilt by numpy.core.multiarray._reconstruct and set from a
+    (version, shape, dtype, fortran, raw bytes as a Python 2 str) state."""
+    text = [b"(lp0\n"]
+    for array in arrays:
+        array = np.ascontiguousarray(array, dtype="<f4")
+        text += [b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I0\ntS'b'\ntR(I1\n(",
+                 b"".join(b"I%d\n" % n for n in array.shape),
+                 b"tcnumpy\ndtype\n(S'f4'\nI0\nI1\ntR(I3\nS'<'\nNNNI-1\nI-1\nI0\ntbI00\n",
+                 python2_string(array.tobytes()), b"tba"]
+    return b"".join(text + [b"."])
 
 
 def pairs(*sequences):
@@ -453,8 +493,7 @@ def best_not_last_run(tmp_path_factory):
         seen["errors"].append((label, error, seen["finishing"]))
         if seen["finishing"]:
             seen["evaluated_in_finish"].append(trainer.net.param_values())
-        elif error is not None and len(images) == len(trainer.val_x) and \
-                images is trainer.val_x:
+        elif images is trainer.val_x:
             seen["validation"].append(error)
             return scripted[len(seen["validation"]) - 1]
         return error

@@ -21,6 +21,7 @@ Trainer's progress set to that epoch): the real milestones, not moved ones.
 Every trainable parameter is made non-zero first, so that the weight decay of
 each (biases and batch-norm shifts start at 0) can be seen.
 """
+import json
 import math
 import os
 
@@ -36,8 +37,8 @@ from lasagne.objectives import categorical_crossentropy
 import models
 import train_nn
 import utils
-from conftest import (DECAY_REACH, MOMENTUM_RESTARTS, SOURCES, pairs, read_log,
-                      write_tiny_cifar10)
+from conftest import (DECAY_REACH, MOMENTUM_RESTARTS, SOURCES, coloured_images, pairs,
+                      read_log, write_tiny_cifar10)
 
 # Every test here trains (short) runs.
 pytestmark = pytest.mark.slow
@@ -507,7 +508,7 @@ def flag_run(request, tmp_path_factory):
     trainer, = instruments.trainers
     return {"expected": expected, "steps": instruments.steps, "batches": instruments.batches,
             "stats_calls": instruments.stats_calls, "trainer": trainer,
-            "validated": instruments.validated, "run_dir": run_dir,
+            "validated": instruments.validated, "run_dir": run_dir, "data_dir": root / "data",
             "data": utils.load_dataset("cifar10", str(root / "data"), log=quiet),
             "output": (run_dir / "output.log").read_text()}
 
@@ -585,6 +586,15 @@ def test_publish_flag_reaches_the_choice_of_weights(flag_run):
     assert test_model.run_weights(str(flag_run["run_dir"])) == chosen
 
 
+def test_config_json_records_the_command_given(flag_run):
+    """The command line main() was given (not the calling process's argv:
+    sweep/table.py report reads the overrides from it)."""
+    config = json.loads((flag_run["run_dir"] / "config.json").read_text())
+    assert config["command"] == " ".join(
+        ["python", "train_nn.py"] + flag_run["expected"]["argv"] +
+        ["--data-dir", str(flag_run["data_dir"]), "--out", str(flag_run["run_dir"])])
+
+
 # -----------------------------------------------------------------------------
 # The training / validation split
 
@@ -633,20 +643,6 @@ def test_the_same_seed_gives_the_same_split(flag_run, tmp_path):
 
 # -----------------------------------------------------------------------------
 # Learning
-
-
-# Ten colours far apart (the RGB cube's corners, grey, orange): an image's
-# class is its colour under strong noise, which crops and flips keep.
-PALETTE = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
-                    (255, 0, 255), (0, 255, 255), (255, 255, 255), (128, 128, 128),
-                    (255, 128, 0)])
-
-
-def coloured_images(count, seed):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, len(PALETTE), count)
-    images = PALETTE[labels][:, :, None, None] + rng.normal(0, 60, (count, 3, 32, 32))
-    return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
 def test_a_short_run_learns_the_learnable_data(tmp_path):

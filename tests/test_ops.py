@@ -132,9 +132,20 @@ def test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step(algo):
     import time
     x, w = T.tensor4(), T.tensor4()
     step = theano.function([x, w], ops.Conv2D(1, algo=algo)(x, w))
-    xv = RNG.normal(size=(128, 128, 32, 32)).astype(np.float32)
     wv = RNG.normal(size=(128, 128, 3, 3)).astype(np.float32)
-    step(xv, wv)
+    # One call must last long enough (0.1 s) to tell the two cases apart: a
+    # machine with many cores computes a batch of 128 sooner, so the batch
+    # doubles until a call takes that long.
+    for batch in (128, 256, 512, 1024):
+        xv = RNG.standard_normal((batch, 128, 32, 32), dtype=np.float32)
+        step(xv, wv)
+        started = time.perf_counter()
+        step(xv, wv)
+        if time.perf_counter() - started >= 0.1:
+            break
+    else:
+        pytest.skip("a convolution of 1024 x 128 x 32 x 32 took under 0.1 s: too short to "
+                    "see a Python thread run during it")
     count, stop = [0], threading.Event()
 
     def spin():
@@ -155,7 +166,6 @@ def test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step(algo):
     finally:
         stop.set()
         spinner.join()
-    assert seconds > 0.05, seconds  # long enough to tell the two cases apart
     # released: the spinner shares the cores with the op's threads for the
     # whole call; held: at most about 10 ms of the call
     assert during > 0.25 * alone * seconds, (during, alone, seconds)

@@ -1,6 +1,5 @@
 """train_nn.py then test_model.py, as a user runs them, on tiny CIFAR files."""
 import json
-import os
 import pickle
 
 import numpy as np

@@ -169,13 +169,13 @@ def without_last(group):
 
 
 CHECKPOINT_DAMAGE = {
-    "an optimiser array missing": (without_last("optimizer"), "optimizer"),
-    "a random-stream array too many": (
+    "optimiser-array-missing": (without_last("optimizer"), "optimizer"),
+    "random-array-too-many": (
         lambda arrays: arrays.update(random_000=np.zeros((4, 6), np.int32)), "random"),
-    "an optimiser array of another shape": (
+    "optimiser-array-of-another-shape": (
         lambda arrays: arrays.update(optimizer_000=np.zeros((3, 3, 3, 3), np.float32)),
         "optimizer array 0"),
-    "an optimiser array in float64": (
+    "optimiser-array-in-float64": (
         lambda arrays: arrays.update(optimizer_000=arrays["optimizer_000"].astype(np.float64)),
         "optimizer array 0"),
 }

@@ -322,6 +322,25 @@ BUGS = {
         "sweep/table.py --recipes paper,seed runs the first recipe only",
         [("sweep/table.py", "for recipe in recipes]", "for recipe in recipes[:1]]")],
         [SWEEP + "test_list_options_make_one_run_per_combination"]),
+    "conv-holds-the-gil": (
+        "the forward convolution keeps the GIL while it computes",
+        [("engine/c_code/conv2d.c",
+          "    Py_BEGIN_ALLOW_THREADS  /* the batch worker thread runs meanwhile */\n"
+          "    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)\n"
+          "                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)\n"
+          "               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)\n"
+          "               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);\n"
+          "    Py_END_ALLOW_THREADS\n",
+          "    {\n"
+          "    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)\n"
+          "                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)\n"
+          "               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)\n"
+          "               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);\n"
+          "    }\n")],
+        ["tests/test_ops.py::test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step"
+         "[direct]",
+         "tests/test_ops.py::test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step"
+         "[winograd]"]),
     "best-line-reworded": (
         "train_nn.py's best-on-validation line reworded: the sweep report's pattern misses it",
         [("train_nn.py", "best validation error %.2f %% at epoch %d; its test error: %s",

@@ -1,19 +1,22 @@
 """Evaluate trained weights on the CIFAR test set.
 
-    python test_model.py normal 18                  # data/weights/preresnet110/*.npz
     python test_model.py --run runs/preresnet110-paper-preresnet-20261128-170000
     python test_model.py --weights runs/.../weights_final.npz
+    python test_model.py normal 18                  # data/weights/preresnet110/*.npz
     python test_model.py wide 2 4 --dataset cifar100
     python test_model.py normal 18 --weights resnet110_fullpreactivation_638.pklz
-    python test_model.py bottleneck 18 --weights resnet164_fullpreactivation.pklz \
+    python test_model.py bottleneck 18 --weights resnet164_fullpreactivation.pklz \\
         --pixel-mean pixel_mean.npy                 # the old repository's weights
 
 Prints which weights it evaluates (their run, recipe and epochs), the test
 error, the per-class accuracy and the confusion matrix, and writes them as
 JSON (next to the weights unless --out says otherwise). A run folder is
 evaluated with its final weights, or, for an unfinished run, its last
-checkpoint. Weights files of this project carry their network and input
-normalisation. The old repository's .pklz files do not, so the network is
+checkpoint, on the data folder the run used (unless --data-dir says
+otherwise); VARIANT DEPTH [WIDTH] finds the weights a full-recipe run
+published in <data folder>/weights/<network>/. Weights files of this project
+carry their network and input normalisation. The old repository's .pklz
+files do not, so the network is
 given as VARIANT DEPTH [WIDTH]; each was trained with its own version of that
 repository's graph: the graph is chosen by the file's parameter list, and by
 its published name where two graphs have the same list (--arch chooses one),
@@ -23,6 +26,7 @@ no mean, divided by 255, for the graph of 2016-04).
 """
 import argparse
 import datetime
+import json
 import os
 import sys
 import time
@@ -73,9 +77,8 @@ def run_weights(run_dir):
     best = os.path.join(run_dir, "weights_best.npz")
     checkpoint = os.path.join(run_dir, "checkpoint.npz")
     if os.path.isfile(final):
-        config = utils.read_weights(checkpoint, "checkpoint")["records"].get("config", {}) \
-            if os.path.isfile(checkpoint) else {}
-        if config.get("recipe", {}).get("publish") == "best_val" and os.path.isfile(best):
+        recipe = (run_config(run_dir)[0] or {}).get("recipe", {})
+        if recipe.get("publish") == "best_val" and os.path.isfile(best):
             return best
         return final
     if os.path.isfile(checkpoint):
@@ -83,6 +86,47 @@ def run_weights(run_dir):
     raise UserError("%s holds neither weights_final.npz nor checkpoint.npz: not a run "
                     "folder of train_nn.py, or the run stopped before its first epoch ended"
                     % run_dir)
+
+
+def run_config(run_dir):
+    """A run's settings and where they were read: its checkpoint's (which a
+    ``--resume --data-dir`` updates), else its config.json; (None, None)."""
+    checkpoint = os.path.join(run_dir, "checkpoint.npz")
+    if os.path.isfile(checkpoint):
+        try:
+            return utils.read_npz_record(checkpoint, "config"), "its checkpoint"
+        except UserError:
+            pass  # damaged: said when (if) the checkpoint itself is evaluated
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return json.load(f), "config.json"
+    except (OSError, ValueError):
+        return None, None
+
+
+def run_data_dir(run_dir):
+    """The data folder a run used, as ``(folder, where it was read)``, or
+    (None, None) when the run does not say."""
+    config, source = run_config(run_dir)
+    folder = (config or {}).get("data_dir")
+    if not folder:
+        return None, None
+    if not os.path.isdir(folder):
+        raise UserError("%s, the data folder %s used, no longer exists: give the folder "
+                        "that holds its data with --data-dir" % (folder, run_dir))
+    return folder, source
+
+
+def weights_advice(path):
+    """What to do about a damaged weights file ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(path) == "checkpoint.npz":
+        return utils.damaged_checkpoint_advice(folder)
+    checkpoint = os.path.join(folder, "checkpoint.npz")
+    if os.path.isfile(checkpoint):
+        return ("copy it again from where it came, or evaluate the last weights of its run: "
+                "--weights %s" % checkpoint)
+    return "copy it again from where it came"
 
 
 def default_weights(args, info):
@@ -310,9 +354,13 @@ def main(argv=None):
             raise UserError(str(error))
         if args.run:
             args.weights = run_weights(args.run)
+            if args.data_dir is None:
+                args.data_dir, source = run_data_dir(args.run)
+                if args.data_dir:
+                    print("data: %s (the run's, from %s)" % (args.data_dir, source))
         weights = old_values = old_record = None
         if args.weights and not args.weights.endswith(".pklz"):
-            weights = utils.read_weights(args.weights)
+            weights = utils.read_weights(args.weights, advice=weights_advice(args.weights))
         elif args.weights:
             old_values = utils.read_old_pklz(args.weights)
         if weights is not None and args.variant is None:

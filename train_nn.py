@@ -6,19 +6,24 @@
     python train_nn.py wide 2 4 --dropout 0.3
     python train_nn.py normal 18 --arch seed --recipe seed     # the old repository
     python train_nn.py normal 1 --epochs 1 --limit 2000        # a smoke run
-    python train_nn.py --resume runs/preresnet110-paper-20261128-170000
+    python train_nn.py --resume runs/preresnet110-paper-preresnet-20261128-170000
 
 This file is the recipes (data, each citing its source) and the training loop.
 Every recipe value can be overridden (see --help). A run folder holds the
 resolved config (config.json), the per-epoch log (log.csv, output.log), the
-curves (curves.png), a checkpoint after every epoch (checkpoint.npz) and the
-weights (weights_final.npz, weights_best.npz with a validation split); the
-published weights also go to data/weights/<network>.npz for test_model.py.
+curves (curves.png), a checkpoint after every epoch (checkpoint.npz), the
+weights (weights_final.npz, weights_best.npz with a validation split) and how
+the run ended (summary.json). A full-recipe run also publishes its recipe's
+weights as <data folder>/weights/<network>/<recipe>.npz, where test_model.py
+looks, never over another run's; every place a run writes is checked before
+it compiles, so that it cannot fail at its end.
 """
 import argparse
 import datetime
+import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -201,9 +206,24 @@ def compile_training_step(net, recipe):
 # Checkpoints: a weights file plus everything needed to continue bit for bit
 
 CHECKPOINT_NAME = "checkpoint.npz"
+SUMMARY_NAME = "summary.json"
 EVAL_BATCH = 500  # images per evaluation batch (memory only: same results for any size)
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_error", "val_error", "test_error",
                "seconds"]
+# What a run writes into its folder (and test_model.py's *-test.json reports):
+# a new run never starts in a folder holding any of them, except the two a
+# start leaves before its first checkpoint, which the same command may reuse.
+RUN_FILES = ("config.json", "output.log", "log.csv", "curves.png", CHECKPOINT_NAME,
+             "weights_final.npz", "weights_best.npz", SUMMARY_NAME)
+STARTUP_FILES = ("config.json", "output.log")
+
+
+def run_files_in(folder):
+    """The run files (``RUN_FILES``, ``*-test.json``) in ``folder``, sorted."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder)
+                  if name in RUN_FILES or name.endswith("-test.json"))
 
 
 def read_checkpoint(run_dir):
@@ -212,7 +232,7 @@ def read_checkpoint(run_dir):
     if not os.path.isfile(path):
         raise UserError("%s holds no %s: not a run folder of train_nn.py, or the run "
                         "stopped before its first checkpoint" % (run_dir, CHECKPOINT_NAME))
-    checkpoint = utils.read_weights(path, what="checkpoint")
+    checkpoint = utils.read_weights(path, "checkpoint", utils.damaged_checkpoint_advice(run_dir))
     if "progress" not in checkpoint["records"] or "config" not in checkpoint["records"]:
         raise UserError("%s: a weights file, not a checkpoint of this project" % path)
     return checkpoint
@@ -260,7 +280,15 @@ class Trainer:
         self.best = None
         self.stats = None
 
-    def run(self, resume):
+    def run(self, resume, stop=None):
+        """Compile, restore the checkpoint if ``resume``, train the epochs left
+        and finish (``finish``). ``stop`` (an engine.loop.StopRequests) decides
+        what SIGINT and SIGTERM do: while compiling and finishing they stop the
+        program at once (``loop.Stopped``); while training the step finishes,
+        the checkpoint is saved and ``Interrupted`` is raised."""
+        if stop is None:
+            with loop.StopRequests(notify=self.warn, at_once=True) as stop:
+                return self.run(resume, stop)
         recipe, info, log = self.recipe, self.config["network"], self.log
         log("%s: %s trainable parameters"
             % (info["display"], format(self.net.trainable_count, ",")))
@@ -271,12 +299,14 @@ class Trainer:
                 recipe["weight_decay"], len(self.train_x), len(self.val_x)))
         log("compiling the training step (minutes the first time for a deep network; "
             "Theano caches the C code)...")
+        stop.at_once, stop.doing = True, "compiling the training step"
         started = time.time()
         # the evaluation function compiles at the first test
         self.step, self.learning_rate, self.optimizer_state = compile_training_step(
             self.net, recipe)
         log("compiled in %.0f s" % (time.time() - started))
         if resume:
+            stop.doing = "reading the checkpoint"
             self.restore(read_checkpoint(self.run_dir))
             log("resuming %s at epoch %d, iteration %d" % (
                 self.run_dir, self.progress["epoch"] + 1, self.progress["iteration_in_epoch"]))
@@ -285,17 +315,25 @@ class Trainer:
         log("%5s %9s %10s %9s %9s %9s %8s %9s" % ("epoch", "lr", "train loss", "train err",
                                                   "val err", "test err", "seconds",
                                                   "run left"))
-        with loop.StopRequests(notify=self.warn) as stop:
-            try:
-                while self.progress["epoch"] < recipe["epochs"]:
-                    self.run_epoch(stop)
-            except Interrupted:
-                self.checkpoint()
-                log("saved %s at epoch %d, iteration %d; resume with:\n  python train_nn.py "
-                    "--resume %s" % (os.path.join(self.run_dir, CHECKPOINT_NAME),
-                                     self.progress["epoch"] + 1,
-                                     self.progress["iteration_in_epoch"], self.run_dir))
-                raise
+        stop.at_once, stop.doing = False, "training"
+        try:
+            while self.progress["epoch"] < recipe["epochs"]:
+                self.run_epoch(stop)
+        except Interrupted as interruption:
+            self.checkpoint()
+            where = "epoch %d, iteration %d" % (self.progress["epoch"] + 1,
+                                                self.progress["iteration_in_epoch"])
+            log("saved %s at %s; resume with:\n  python train_nn.py --resume %s"
+                % (os.path.join(self.run_dir, CHECKPOINT_NAME), where, self.run_dir))
+            self.write_summary("stopped", "%s at %s" % (interruption.name, where))
+            raise
+        except UserError as error:
+            if os.path.isfile(os.path.join(self.run_dir, CHECKPOINT_NAME)):
+                self.write_summary("failed", str(error))
+            raise
+        stop.at_once, stop.doing = True, "finishing the run"
+        if stop.signum is not None:  # it came while the last checkpoint was written
+            raise loop.Stopped(stop.signum, stop.doing)
         return self.finish()
 
     def checkpoint(self):
@@ -371,7 +409,7 @@ class Trainer:
                 lr = np.float32(rate)
                 if self.learning_rate.get_value() != lr:
                     self.learning_rate.set_value(lr)
-                progress["lr"] = rate  # what log.csv reports: the last step's
+                progress["lr"] = utils.significant(rate, 10)  # log.csv: the last step's
                 loss, errors = self.step(images, labels)
                 loss, errors = float(loss), int(errors)
                 if not math.isfinite(loss):
@@ -415,9 +453,12 @@ class Trainer:
                         seen=0, seconds=0.0)
         utils.write_history_csv(os.path.join(self.run_dir, "log.csv"), progress["history"],
                                 LOG_COLUMNS)
-        title = "%s on %s, recipe %s%s" % (
-            net.info["display"], utils.DATASETS[net.info["dataset"]]["display"],
-            recipe["name"], ", --limit %d" % self.config["limit"] if self.config["limit"] else "")
+        title = "%s on %s, recipe %s" % (net.info["display"], utils.DATASETS[
+            net.info["dataset"]]["display"], recipe["name"])
+        changes = self.run_record()["changes"]  # --limit, --epochs, ...: all it differs in
+        if changes:
+            shortened = "shortened: " + ", ".join(changes)
+            title += ("\n" if len(title) + len(shortened) > 90 else ", ") + shortened
         utils.plot_curves(os.path.join(self.run_dir, "curves.png"), progress["history"], title,
                           self.paper, [m + 1 for m in recipe["lr_milestones"]])
         self.checkpoint()
@@ -431,8 +472,9 @@ class Trainer:
         tested = epoch + 1 == recipe["epochs"] or (test_every and (epoch + 1) % test_every == 0)
         return {"epoch": epoch + 1,
                 "lr": progress["lr"],
-                "train_loss": progress["loss_sum"] / progress["seen"],
-                "train_error": 100.0 * progress["error_count"] / progress["seen"],
+                # the mean of float32 losses, and counts: no more digits than measured
+                "train_loss": utils.significant(progress["loss_sum"] / progress["seen"], 7),
+                "train_error": utils.percent(progress["error_count"], progress["seen"]),
                 "val_error": self.error_percent("validation", self.val_x, self.val_y, stop),
                 "test_error": (self.error_percent("test", self.test_x, self.test_y, stop)
                                if tested else None)}
@@ -453,54 +495,78 @@ class Trainer:
                                                 on_batch=done)
         finally:
             bar.clear()
-        return 100.0 * float(np.mean(predictions != labels))
+        return utils.percent(int(np.sum(predictions != labels)), len(labels))
 
     def finish(self):
-        """Save the final weights; publish the recipe's choice to data/weights/
-        if this is a full-recipe run and no other run's weights are there."""
+        """Save the final weights, evaluate the best ones (with a validation
+        split), publish the recipe's choice (``publish``) and record how the
+        run ended (summary.json). A publication that fails is a UserError that
+        names the command that publishes the weights later."""
         net, info, best = self.net, self.config["network"], self.best
         final_path = os.path.join(self.run_dir, "weights_final.npz")
         models.save_weights(final_path, net, self.stats, records={"run": self.run_record()})
         last = self.progress["history"][-1]
         paper_text = " (paper: %.2f %%)" % self.paper if self.paper is not None else ""
         self.log("final test error: %s%s" % (_percent(last["test_error"]), paper_text))
-        published = final_path
+        chosen = final_path
         if best is not None:
             final_values = net.param_values()
             net.set_param_values(best["values"], "best weights", info["name"])
-            best_test = self.error_percent("test (best weights)", self.test_x, self.test_y)
+            best["test_error"] = self.error_percent("test (best weights)", self.test_x,
+                                                    self.test_y)
             self.log("best validation error %.2f %% at epoch %d; its test error: %s"
-                     % (best["val_error"], best["epoch"], _percent(best_test)))
+                     % (best["val_error"], best["epoch"], _percent(best["test_error"])))
             if self.recipe["publish"] == "best_val":
-                published = os.path.join(self.run_dir, "weights_best.npz")
+                chosen = os.path.join(self.run_dir, "weights_best.npz")
             else:
                 net.set_param_values(final_values, "final weights", info["name"])
-        self.publish(published)
+        try:
+            target, why = publish(self.config, self.run_dir, chosen, self.run_record(),
+                                  self.log)
+        except UserError as error:
+            later = publish_command(self.run_dir)
+            self.write_summary("finished", _all_epochs(self.recipe["epochs"]),
+                               published=None, not_published="could not publish: %s" % error,
+                               publish_with=later)
+            raise UserError("the run finished, but could not publish its weights (%s); they "
+                            "are in %s; once that is fixed, publish them with: %s"
+                            % (error, chosen, later))
+        self.write_summary("finished", _all_epochs(self.recipe["epochs"]),
+                           published=target, not_published=why)
         return last
 
-    def publish(self, weights):
-        """Copy ``weights`` to data/weights/<network>/<recipe>.npz, where
-        test_model.py looks, unless that would replace another run's weights
-        or this run is shortened (then say so)."""
-        record = self.run_record()
-        target = utils.published_weights_path(self.config["data_dir"], self.net.info["name"],
-                                              self.recipe["name"], self.recipe["dropout"])
-        how = "evaluate them with: python test_model.py --run %s" % self.run_dir
-        if not record["full_recipe"]:
-            self.log("weights: %s (a shortened run: %s; not published to data/weights/); %s"
-                     % (weights, ", ".join(record["changes"]), how))
+    def write_summary(self, status, how, **outcome):
+        """summary.json: how the run ended (``status`` finished, stopped or
+        failed, and ``how``), when, after how long, its final and best errors
+        and what became of its weights (``outcome``: ``published``,
+        ``not_published``, ``publish_with``). Best effort: a record that cannot
+        be written (a full disk) never hides the error that ended the run."""
+        history, best = self.progress["history"], self.best
+        ended = datetime.datetime.now().astimezone()
+        started = (self.config.get("source") or {}).get("started")
+        wall = ((ended - datetime.datetime.fromisoformat(started)).total_seconds()
+                if started else None)
+        final = os.path.join(self.run_dir, "weights_final.npz")
+        summary = {
+            "status": status, "how": how, "started": started,
+            "ended": ended.isoformat(timespec="seconds"),
+            "wall_seconds": round(wall, 1) if wall is not None else None,
+            "wall_clock": loop.format_duration(wall) if wall is not None else None,
+            "training_seconds": round(sum(row["seconds"] for row in history)
+                                      + self.progress["seconds"], 2),
+            "epochs_done": self.progress["epoch"], "epochs": self.recipe["epochs"],
+            "final": history[-1] if history else None,
+            "best": ({k: best.get(k) for k in ("epoch", "val_error", "test_error")}
+                     if best else None),
+            "weights": final if os.path.isfile(final) else None,
+            "published": None, "not_published": None, "publish_with": None}
+        summary.update(outcome)
+        try:
+            utils.write_json(os.path.join(self.run_dir, SUMMARY_NAME), summary)
+        except UserError:
             return
-        if os.path.exists(target):
-            other = _run_of(target)
-            if other != record["run_dir"]:
-                self.log("weights: %s; not published: %s already holds the weights of run "
-                         "%s (kept; copy this run's file there yourself to replace them); %s"
-                         % (weights, target, other or "unknown", how))
-                return
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(weights, "rb") as source:   # streamed: WRN-28-10's file is 146 MB
-            utils.atomic_write(target, lambda f: shutil.copyfileobj(source, f))
-        self.log("weights: %s (also %s, where test_model.py looks)" % (weights, target))
+        if status == "finished":
+            self.log("summary: %s" % os.path.join(self.run_dir, SUMMARY_NAME))
 
     def run_record(self):
         """What a weights file says about the run that made it."""
@@ -514,6 +580,56 @@ class Trainer:
                 "epochs": self.progress["epoch"], "of_epochs": self.recipe["epochs"],
                 "seed": self.config["seed"], "full_recipe": not changes, "changes": changes,
                 "source": self.config.get("source")}
+
+
+def _all_epochs(count):
+    return "all %d epochs" % count if count > 1 else "its one epoch"
+
+
+def publish_command(run_dir):
+    return "python train_nn.py --resume %s" % shlex.quote(run_dir)
+
+
+def published_path(config):
+    """Where a full-recipe run of ``config`` publishes its weights."""
+    recipe = config["recipe"]
+    return utils.published_weights_path(config["data_dir"], config["network"]["name"],
+                                        recipe["name"], recipe["dropout"])
+
+
+def publish(config, run_dir, weights, record, log):
+    """Copy ``weights`` to <data folder>/weights/<network>/<recipe>.npz, where
+    test_model.py looks, unless this run is shortened or that file holds
+    another run's weights (then say so).
+
+    Returns
+    -------
+    (str or None, str or None)
+        The file published, or None and why not. Raises UserError when the
+        file cannot be written.
+    """
+    target = published_path(config)
+    how = "evaluate them with: python test_model.py --run %s" % run_dir
+    if not record["full_recipe"]:
+        why = "a shortened run: %s" % ", ".join(record["changes"])
+        log("weights: %s (%s; not published to data/weights/); %s" % (weights, why, how))
+        return None, why
+    if os.path.exists(target):
+        other = _run_of(target)
+        if other != record["run_dir"]:
+            why = "%s already holds the weights of run %s" % (target, other or "unknown")
+            log("weights: %s; not published: %s (kept; copy this run's file there yourself "
+                "to replace them); %s" % (weights, why, how))
+            return None, why
+    folder = os.path.dirname(target)
+    problem = utils.unwritable(folder)
+    if problem:
+        raise UserError(problem)
+    os.makedirs(folder, exist_ok=True)
+    with open(weights, "rb") as source:   # streamed: WRN-28-10's file is 146 MB
+        utils.atomic_write(target, lambda f: shutil.copyfileobj(source, f))
+    log("weights: %s (published as %s, where test_model.py looks)" % (weights, target))
+    return target, None
 
 
 def _run_of(weights_path):
@@ -671,9 +787,14 @@ def new_run(parser, args):
     run_dir = args.out or os.path.join(
         utils.PROJECT_DIR, "runs", "%s-%s-%s" % (
             info["name"], recipe["name"], datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
-    if os.path.exists(os.path.join(run_dir, CHECKPOINT_NAME)):
+    found = run_files_in(run_dir)
+    if CHECKPOINT_NAME in found:
         parser.error("%s already holds a run; continue it with --resume %s, or choose "
                      "another --out" % (run_dir, run_dir))
+    if set(found) - set(STARTUP_FILES):
+        # a finished run whose checkpoint was deleted, or another program's results
+        parser.error("%s holds a run's files (%s): choose another --out (nothing there is "
+                     "replaced)" % (run_dir, ", ".join(found)))
     config = {"network": info, "recipe": recipe, "seed": args.seed or 0,
               "limit": args.limit or 0,
               "data_dir": os.path.abspath(args.data_dir or utils.DEFAULT_DATA_DIR),
@@ -734,6 +855,8 @@ class RunLog:
             self.file.flush()
 
     def attach(self, path):
+        if self.file is not None:
+            return
         self.file = open(path, "a")
         for text in self.pending:
             self.file.write(text + "\n")
@@ -755,51 +878,180 @@ def provenance(data):
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
+def limit_to_data(config, count, log):
+    """A --limit of the whole training set or more trains on all of it: the
+    very run made without --limit (so a full-recipe one, published as such)."""
+    limit = config["limit"]
+    if limit and limit >= count:
+        log("note: --limit %d is %s the %s training images: training on all of them, as "
+            "without --limit" % (limit, "more than" if limit > count else "all of",
+                                 format(count, ",")))
+        config["limit"] = 0
+
+
+def check_places_to_write(trainer, resume):
+    """Before anything is compiled: UserError unless the run folder and, for
+    a full-recipe run, the folder it publishes to can be written, with room
+    for its files, so that a run of days cannot fail at its end."""
+    run_dir, config = trainer.run_dir, trainer.config
+    problem = utils.unwritable(run_dir)
+    if problem:
+        raise UserError("cannot %s the run folder %s: %s; %s" % (
+            "write in" if resume else "create", run_dir, problem,
+            "make it writable and resume again" if resume else "choose another --out"))
+    # Room: the checkpoint (every parameter, the momentum buffers and, with a
+    # validation split, the best weights) twice while it is replaced, the
+    # final (and best) weights, the logs and curves; one weights file where
+    # it publishes.
+    weights_bytes = sum(p.get_value(borrow=True).nbytes for p in trainer.net.params)
+    best_bytes = weights_bytes if config["recipe"]["val_size"] else 0
+    checkpoint_bytes = weights_bytes + 4 * trainer.net.trainable_count + best_bytes
+    needs = {}
+    free, device = utils.free_bytes(run_dir)
+    needs[device] = [free, 2 * checkpoint_bytes + weights_bytes + best_bytes + 2 ** 18,
+                     run_dir, "--out"]
+    if trainer.run_record()["full_recipe"]:
+        target = published_path(config)
+        problem = utils.unwritable(os.path.dirname(target))
+        if problem:
+            raise UserError("%s: this full-recipe run could not publish its weights to %s "
+                            "when it ends; make that folder writable, or give a --data-dir "
+                            "you can write to (a folder holding a link to %s/ will do)"
+                            % (problem, target, utils.DATASETS[
+                                config["network"]["dataset"]]["folder"]))
+        free, device = utils.free_bytes(os.path.dirname(target))
+        needs.setdefault(device, [free, 0, os.path.dirname(target), "--data-dir"])
+        needs[device][1] += weights_bytes
+    for free, need, folder, flag in needs.values():
+        if need > free:
+            raise UserError("the disk holding %s has %.1f MB free; this run writes up to "
+                            "%.1f MB there (its checkpoint, twice while it is replaced, and "
+                            "its weights): free some space, or choose another %s" % (
+                                folder, free / 1e6, need / 1e6, flag))
+
+
+def update_summary(run_dir, **changes):
+    path = os.path.join(run_dir, SUMMARY_NAME)
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        summary = {"status": "finished"}
+    summary.update(changes)
+    utils.write_json(path, summary)
+
+
+def complete_finished_run(config, run_dir, log, attach):
+    """--resume of a run whose epochs are all done: do what its end could not
+    (write weights_final.npz from the last checkpoint, publish the weights: a
+    full disk, a folder that could not be written, a stop while finishing),
+    or say there is nothing to do. ``attach()`` opens output.log first."""
+    recipe = config["recipe"]
+    final = os.path.join(run_dir, "weights_final.npz")
+    done = False
+    if not os.path.isfile(final):
+        attach()
+        checkpoint = read_checkpoint(run_dir)
+        utils.write_weights(final, checkpoint["network"], checkpoint["names"],
+                            checkpoint["values"], checkpoint["stats"],
+                            records={"run": checkpoint["records"]["run"]})
+        log("wrote %s from the last checkpoint" % final)
+        update_summary(run_dir, weights=final)
+        done = True
+    best = os.path.join(run_dir, "weights_best.npz")
+    chosen = best if recipe["publish"] == "best_val" and os.path.isfile(best) else final
+    record = utils.read_npz_record(chosen, "run") or {}
+    target = published_path(config)
+    if record.get("full_recipe") and not os.path.exists(target):
+        attach()
+        try:
+            published, _ = publish(config, run_dir, chosen, record, log)
+        except UserError as error:
+            raise UserError("could not publish the weights of %s (%s); once that is fixed, "
+                            "run this again" % (run_dir, error))
+        update_summary(run_dir, published=published, not_published=None, publish_with=None)
+        return 0
+    if not done:
+        log("%s already finished %s; nothing to do" % (run_dir, _all_epochs(recipe["epochs"])))
+    return 0
+
+
+def stopped_advice(stopped, args, argv, run_dir):
+    """The line that says what to do after a stop at once (``loop.Stopped``)."""
+    if run_dir and os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME)):
+        return ("%s received while %s; the checkpoint is intact: continue with: python "
+                "train_nn.py --resume %s" % (stopped.name, stopped.doing, shlex.quote(run_dir)))
+    command = ["python", "train_nn.py"] + argv
+    if not args.out and run_dir and os.path.isdir(run_dir):
+        command += ["--out", run_dir]  # the folder it made, not a new one
+    return ("%s received while %s, before the first checkpoint: nothing to resume; start "
+            "again with the same command: %s"
+            % (stopped.name, stopped.doing, " ".join(shlex.quote(a) for a in command)))
+
+
 def main(argv=None):
     engine.compat.keep_freed_memory()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     args = parser.parse_args(argv)
     log = RunLog()
+    engine.compat.compile_lock_waits.say = log.error  # in output.log too
+    run_dir = None
     try:
-        try:
-            engine.compat.check_compiler()
-        except engine.compat.MissingCompiler as error:
-            raise UserError(str(error))
-        if args.resume:
-            if not os.path.isdir(args.resume):
-                parser.error("--resume %s: no such folder" % args.resume)
+        with loop.StopRequests(notify=log.error, at_once=True, doing="starting") as stop:
             try:
-                config, progress = resumed_run(parser, args)
-            except UserError as error:
-                parser.error(str(error))
-            if progress["epoch"] >= config["recipe"]["epochs"]:
-                print("%s already finished all %d epochs; nothing to do"
-                      % (args.resume, config["recipe"]["epochs"]))
-                return 0
-            run_dir = args.resume
-        else:
-            config, run_dir = new_run(parser, args)
-        # Data and settings first: a bad file or value stops the run before
-        # anything is written.
-        data = utils.load_dataset(config["network"]["dataset"], config["data_dir"], log=log)
-        trainer = Trainer(config, data, run_dir, log, warn=log.error)
-        if not args.resume:
-            try:
-                os.makedirs(run_dir, exist_ok=True)
-            except OSError as error:
-                raise UserError("cannot create the run folder %s: %s; choose another --out"
-                                % (run_dir, error.strerror or error))
-            config["source"] = provenance(data)
-            utils.write_json(os.path.join(run_dir, "config.json"), dict(
-                config, command=" ".join(["python", "train_nn.py"] + (
-                    sys.argv[1:] if argv is None else [str(a) for a in argv]))))
-        log.attach(os.path.join(run_dir, "output.log"))
-        log("run folder: %s" % run_dir)
-        trainer.run(resume=bool(args.resume))
-        return 0
+                engine.compat.check_compiler()
+            except engine.compat.MissingCompiler as error:
+                raise UserError(str(error))
+            if args.resume:
+                if not os.path.isdir(args.resume):
+                    parser.error("--resume %s: no such folder" % args.resume)
+                try:
+                    config, progress = resumed_run(parser, args)
+                except utils.DamagedFile:
+                    raise
+                except UserError as error:
+                    parser.error(str(error))
+                run_dir = args.resume
+                if progress["epoch"] >= config["recipe"]["epochs"]:
+                    stop.doing = "finishing the run"
+                    return complete_finished_run(config, run_dir, log, lambda: log.attach(
+                        os.path.join(run_dir, "output.log")))
+            else:
+                config, run_dir = new_run(parser, args)
+            # Data, settings and every place the run writes first: a bad file
+            # or value, or a folder that cannot be written, stops the run
+            # before anything is compiled or written.
+            stop.doing = "loading the data"
+            data = utils.load_dataset(config["network"]["dataset"], config["data_dir"],
+                                      log=log)
+            if not args.resume:
+                limit_to_data(config, len(data["train_x"]), log)
+            stop.doing = "building the network"
+            trainer = Trainer(config, data, run_dir, log, warn=log.error)
+            check_places_to_write(trainer, bool(args.resume))
+            reused = not args.resume and bool(run_files_in(run_dir))
+            if not args.resume:
+                try:
+                    os.makedirs(run_dir, exist_ok=True)
+                except OSError as error:
+                    raise UserError("cannot create the run folder %s: %s; choose another "
+                                    "--out" % (run_dir, error.strerror or error))
+                config["source"] = provenance(data)
+                utils.write_json(os.path.join(run_dir, "config.json"), dict(
+                    config, command=" ".join(shlex.quote(a) for a in
+                                             ["python", "train_nn.py"] + argv)))
+            log.attach(os.path.join(run_dir, "output.log"))
+            log("run folder: %s%s" % (run_dir, " (again: its last start ended before its "
+                                               "first checkpoint)" if reused else ""))
+            trainer.run(resume=bool(args.resume), stop=stop)
+            return 0
     except UserError as error:
         log.error("error: %s" % error)
         return 1
+    except loop.Stopped as stopped:
+        log.error(stopped_advice(stopped, args, argv, run_dir))
+        return stopped.exit_code
     except Interrupted as interruption:
         return interruption.exit_code
     except KeyboardInterrupt:

@@ -31,12 +31,13 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 W = "tests/test_wiring.py::"
 S = "tests/test_sources.py::"
 E = "tests/test_evaluation.py::"
-R = "tests/test_resume.py::"
+RESUME = "tests/test_resume.py::"
 U = "tests/test_user_path.py::"
 O = "tests/test_old_weights.py::"
 E2E = "tests/test_end_to_end.py::"
 SWEEP = "tests/test_sweep.py::"
 D = "tests/test_data.py::"
+R = "tests/test_run_safety.py::"
 
 
 def wiring(test, family):
@@ -167,6 +168,115 @@ BUGS = {
           '        "pad_mode": "zero",  # t.RandomCrop')],
         [S + "test_recipe_values_are_the_sources[paper-preresnet]",
          wiring(NORMALISATION, "paper-preresnet")]),
+    # -- run safety (issue 23) ------------------------------------------------------
+    "publish-folder-unchecked": (
+        "a full run's publish folder is not checked before compiling",
+        [("train_nn.py", 'if trainer.run_record()["full_recipe"]:', "if False:")],
+        [R + "test_a_publish_folder_that_cannot_be_made_stops_the_run_before_compiling"]),
+    "disk-room-unchecked": (
+        "a disk without room for the run's checkpoints and weights is not noticed",
+        [("train_nn.py", "        if need > free:", "        if False:")],
+        [R + "test_a_disk_without_room_for_the_runs_files_stops_it_before_compiling",
+         R + "test_a_small_disk_stops_the_run_before_compiling"]),
+    "publish-failure-traceback": (
+        "a publish folder broken during the run ends it in a traceback",
+        [("train_nn.py", "    problem = utils.unwritable(folder)\n    if problem:\n"
+                         "        raise UserError(problem)\n", "")],
+        [R + "test_a_run_whose_publish_folder_breaks_meanwhile_says_how_to_publish_it"]),
+    "finished-run-never-published": (
+        "--resume of a finished run that could not publish says 'nothing to do'",
+        [("train_nn.py", 'if record.get("full_recipe") and not os.path.exists(target):',
+          "if False:")],
+        [R + "test_a_run_whose_publish_folder_breaks_meanwhile_says_how_to_publish_it"]),
+    "finished-run-folder-reused": (
+        "--out accepts a folder holding a finished run's files without its checkpoint",
+        [("train_nn.py", "if set(found) - set(STARTUP_FILES):", "if False:")],
+        [R + "test_a_folder_holding_a_finished_runs_files_is_refused_naming_them"]),
+    "run-data-folder-ignored": (
+        "test_model.py --run evaluates on data/ instead of the run's data folder",
+        [("test_model.py", "            if args.data_dir is None:\n"
+                           "                args.data_dir, source = run_data_dir(args.run)",
+          "            if False:\n"
+          "                args.data_dir, source = run_data_dir(args.run)")],
+        [R + "test_test_model_run_uses_the_data_folder_the_run_used"]),
+    "bad-crc-traceback": (
+        "a weights file with a bad checksum ends in zipfile's traceback",
+        [("utils.py", "except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as error:",
+          "except (zlib.error, EOFError, KeyError) as error:")],
+        [R + "test_a_damaged_weights_file_is_one_line[flip_bytes-damaged]",
+         R + "test_read_npz_tells_damaged_from_truncated_from_foreign"]),
+    "truncated-called-foreign": (
+        "a truncated weights file is called 'not an .npz file'",
+        [("utils.py", "if head == ZIP_SIGNATURE or not head:", "if not head:")],
+        [R + "test_a_damaged_weights_file_is_one_line[truncate-truncated]",
+         R + "test_a_damaged_checkpoint_is_one_line_saying_nothing_older_remains"
+             "[truncate-truncated]"]),
+    "stop-while-compiling-deferred": (
+        "Ctrl-C while compiling waits for the first step and saves a checkpoint",
+        [("train_nn.py", 'stop.at_once, stop.doing = True, "compiling the training step"',
+          'stop.at_once, stop.doing = False, "compiling the training step"')],
+        [R + "test_a_stop_while_compiling_says_to_start_again_and_that_command_works"
+             "[SIGINT-130]"]),
+    "start-leftovers-refused": (
+        "the same command after a stop while compiling is refused (config.json is there)",
+        [("train_nn.py", 'STARTUP_FILES = ("config.json", "output.log")', "STARTUP_FILES = ()")],
+        [R + "test_a_stop_while_compiling_says_to_start_again_and_that_command_works"
+             "[SIGINT-130]"]),
+    "compile-lock-info-shown": (
+        "Theano's compile-lock INFO lines reach the user",
+        [("engine/compat.py",
+          'logging.getLogger("theano.gof.compilelock").addFilter(compile_lock_waits)\n', "")],
+        [R + "test_waiting_for_the_compile_lock_is_one_line_naming_the_holder"]),
+    "gpp-warning-shown": (
+        "Theano's 'g++ not detected' warning comes before our line",
+        [("engine/compat.py", 'logging.getLogger("theano.configdefaults").addFilter('
+                              '_drop_missing_compiler_warning)\n', "")],
+        [R + "test_no_compiler_on_the_path_is_only_our_line[train_nn.py]",
+         R + "test_no_compiler_on_the_path_is_only_our_line[test_model.py]"]),
+    "limit-above-data-shortens": (
+        "--limit above the training set's size makes a shortened run",
+        [("train_nn.py", "if limit and limit >= count:", "if False:")],
+        [R + "test_a_limit_above_the_training_set_trains_on_all_and_is_a_full_run"]),
+    "log-float-noise": (
+        "log.csv's errors keep float noise (79.17999999999999)",
+        [("utils.py", "return round(100.0 * count / total, decimals)",
+          "return 100.0 * count / total")],
+        [R + "test_percent_is_rounded_to_the_resolution_of_its_count"]),
+    "loss-float-noise": (
+        "log.csv's training loss keeps float noise",
+        [("train_nn.py", '"train_loss": utils.significant(progress["loss_sum"] / '
+                         'progress["seen"], 7),',
+          '"train_loss": progress["loss_sum"] / progress["seen"],')],
+        [R + "test_log_csv_holds_what_was_measured_and_summary_how_the_run_ended"]),
+    "no-summary-on-stop": (
+        "a stopped run does not record how it stopped",
+        [("train_nn.py", '            self.write_summary("stopped", "%s at %s" % '
+                         '(interruption.name, where))\n', "")],
+        [R + "test_a_stopped_run_records_where_it_stopped"]),
+    "lr-drop-legend-always": (
+        "curves.png names learning-rate drops the run never reached",
+        [("utils.py", "drops = [drop for drop in lr_drops if drop <= last]",
+          "drops = list(lr_drops)")],
+        [R + "test_learning_rate_drops_are_in_the_legend_only_when_drawn"]),
+    "one-epoch-invisible": (
+        "curves.png draws a one-epoch run as lines without marks: nothing",
+        [("utils.py", 'marker = dict(marker="o", markersize=4) if few else {}', "marker = {}")],
+        [R + "test_curves_show_every_epoch_with_whole_epoch_ticks[1-6.37]"]),
+    "log-axis-two-labels": (
+        "a log error axis under a decade wide labels 1-2-3-5 only (two labels)",
+        [("utils.py", "subs = (tuple(range(1, 10)) if high / low < 10 else",
+          "subs = ((1.0, 2.0, 3.0, 5.0) if high / low < 10 else")],
+        [R + "test_the_log_error_axis_labels_at_least_three_ticks[28-75]"]),
+    "zero-errors-joined": (
+        "epochs at 0 % error dropped from the log plot and their neighbours joined",
+        [("utils.py", "        rows = [row for row in history if row.get(key) is not None]\n",
+          "        rows = [row for row in history if row.get(key)]\n")],
+        [R + "test_epochs_at_zero_error_break_the_log_line_and_are_counted"]),
+    "title-without-epochs": (
+        "curves.png's title names --limit but not the other shortened settings",
+        [("train_nn.py", 'changes = self.run_record()["changes"]',
+          'changes = ["--limit %d" % self.config["limit"]] if self.config["limit"] else []')],
+        [R + "test_curves_title_names_every_shortened_setting"]),
     # -- issue 24: evaluation, the split, the command line, run ends, old weights --
     "eval-batch-statistics": (
         "evaluation normalises with each batch's statistics, not the running averages",
@@ -234,8 +344,8 @@ BUGS = {
         [W + "test_publish_flag_reaches_the_choice_of_weights" + CHANGED]),
     "command-from-sys-argv": (
         "config.json's command taken from the process's argv, not main()'s arguments",
-        [("train_nn.py", "sys.argv[1:] if argv is None else [str(a) for a in argv]",
-          "sys.argv[1:]")],
+        [("train_nn.py", '["python", "train_nn.py"] + argv)))',
+          '["python", "train_nn.py"] + sys.argv[1:])))')],
         [W + "test_config_json_records_the_command_given" + CHANGED]),
     "cifar100-coarse-label-names": (
         "CIFAR-100's class names read from the coarse list (then replaced by 'class N')",
@@ -250,22 +360,22 @@ BUGS = {
         "resume accepts a checkpoint with more optimiser or random arrays than the network",
         [("train_nn.py", "if len(values) != len(variables):",
           "if len(values) < len(variables):")],
-        [R + DAMAGED + "[random-array-too-many]"]),
+        [RESUME + DAMAGED + "[random-array-too-many]"]),
     "restore-takes-any-shape": (
         "resume loads optimiser arrays of any shape or dtype",
         [("train_nn.py",
           "if value.shape != current.shape or value.dtype != current.dtype:", "if False:")],
-        [R + DAMAGED + "[optimiser-array-of-another-shape]",
-         R + DAMAGED + "[optimiser-array-in-float64]"]),
+        [RESUME + DAMAGED + "[optimiser-array-of-another-shape]",
+         RESUME + DAMAGED + "[optimiser-array-in-float64]"]),
     "nan-unchecked-in-epoch-1": (
         "a non-finite loss goes unnoticed in the first epoch",
         [("train_nn.py", "if not math.isfinite(loss):",
           "if epoch and not math.isfinite(loss):")],
-        [R + "test_non_finite_loss_in_the_first_epoch_stops_before_any_checkpoint"]),
+        [RESUME + "test_non_finite_loss_in_the_first_epoch_stops_before_any_checkpoint"]),
     "second-ctrl-c-ignored": (
         "a second Ctrl-C is ignored: the run saves anyway",
         [("engine/loop.py", "raise KeyboardInterrupt", "return")],
-        [R + "test_a_second_ctrl_c_stops_at_once_and_writes_nothing"]),
+        [RESUME + "test_a_second_ctrl_c_stops_at_once_and_writes_nothing"]),
     "default-weights-first-of-several": (
         "test_model.py takes the first of several published recipes without asking",
         [("test_model.py", "if len(found) == 1:", "if found:")],

@@ -242,6 +242,7 @@ def test_non_finite_loss_in_the_first_epoch_stops_before_any_checkpoint(data, tm
     assert len(errors) == 1
     assert "loss became %s at epoch 1, iteration %d" % (losses[first_bad], first_bad) in errors[0]
     assert "no checkpoint was written yet" in errors[0]
+    # what a failed start leaves: the same command may start the run again
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "output.log"]
 
 

@@ -50,7 +50,7 @@ def test_run_folder_holds_config_log_curves_and_weights(trained):
     # images each (57 % may be written 56.99999999999999)
     assert [float(r["lr"]) for r in rows] == [0.1, 0.1]
     for row in rows:
-        wrong = float(row["test_error"]) / 100 * 100
+        wrong = float(row["test_error"]) / 100 * len(trained["test_labels"])
         assert wrong == pytest.approx(round(wrong), abs=1e-6), row
     assert rows[0]["val_error"] == ""  # paper recipe: no validation split
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

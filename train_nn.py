@@ -489,7 +489,13 @@ class Trainer:
                 raise UserError("%s: %d %s arrays for %d in the network; the checkpoint "
                                 "belongs to another program version"
                                 % (path, len(values), group, len(variables)))
-            for var, value in zip(variables, values):
+            for index, (var, value) in enumerate(zip(variables, values)):
+                current = var.get_value(borrow=True)
+                if value.shape != current.shape or value.dtype != current.dtype:
+                    raise UserError("%s: %s array %d is %s %s, the network's %s %s; the "
+                                    "checkpoint belongs to another program version" % (
+                                        path, group, index, value.dtype, value.shape,
+                                        current.dtype, current.shape))
                 var.set_value(value)
         records = checkpoint["records"]
         best = records.get("best") or None

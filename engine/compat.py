@@ -402,9 +402,11 @@ sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 _gpu_init_failure = _watch_gpu_init()
 with warnings.catch_warnings():
     # Theano 1.0.5 on Python 3.11 warns about its own deprecated imports, and
-    # (a UserWarning) that a missing compiler "is deprecated": check_compiler.
+    # (a UserWarning) that a missing compiler "is deprecated": check_compiler;
+    # with device=cuda its gpuarray package imports pkg_resources (see below).
     warnings.simplefilter("ignore", DeprecationWarning)
     warnings.filterwarnings("ignore", message="DeprecationWarning: there is no c\\+\\+ compiler")
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     import theano  # noqa: E402
 _require_gpu(_gpu_init_failure)
 _shim_lasagne_01()

@@ -1103,7 +1103,8 @@ def add_selection(parser):
     group.add_argument("--dataset", "--datasets", dest="datasets", metavar="LIST",
                        type=lambda text: [d.strip() for d in text.split(",")],
                        help="cifar10, cifar100 or both (default: the papers')")
-    group.add_argument("--dropout", dest="dropouts", type=number_list, metavar="LIST",
+    group.add_argument("--dropout", "--dropouts", dest="dropouts", type=number_list,
+                       metavar="LIST",
                        help="e.g. 0,0.3 (default: the papers'; wide networks only)")
     group.add_argument("--recipe", "--recipes", dest="recipes", metavar="LIST",
                        type=lambda text: [r.strip() for r in text.split(",")],

@@ -1,7 +1,7 @@
 """Plant realistic bugs, one at a time, in a temporary copy of the project, and
 check that the tests meant to catch each one fail with it and pass without it.
 
-    python tests/plant_bugs.py                  # all of them (about 20 minutes)
+    python tests/plant_bugs.py                  # all of them (40 minutes or so)
     python tests/plant_bugs.py --list
     python tests/plant_bugs.py wrn-no-momentum-restart no-flips
     python tests/plant_bugs.py --keep           # leave the copy for a look
@@ -30,6 +30,13 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 W = "tests/test_wiring.py::"
 S = "tests/test_sources.py::"
+E = "tests/test_evaluation.py::"
+RESUME = "tests/test_resume.py::"
+U = "tests/test_user_path.py::"
+O = "tests/test_old_weights.py::"
+E2E = "tests/test_end_to_end.py::"
+SWEEP = "tests/test_sweep.py::"
+D = "tests/test_data.py::"
 R = "tests/test_run_safety.py::"
 U = "tests/test_units.py::"
 H = "tests/test_he_recipes.py::"
@@ -49,6 +56,8 @@ DECAY = "test_weight_decay_reaches_the_parameters_the_source_decays"
 BATCHES = "test_batches_are_padded_cropped_and_flipped_as_the_source_does"
 NORMALISATION = "test_normalisation_comes_from_the_training_images_used"
 OPTIMISER = "test_every_step_moves_the_parameters_by_the_sources_optimiser"
+CHANGED = "[paper-recipe-changed]"  # test_wiring.py's run with every recipe flag set
+DAMAGED = "test_resume_refuses_a_checkpoint_whose_optimiser_or_random_arrays_do_not_fit"
 
 # name: (what the bug is, [(file, old text, new text)], [tests that must fail])
 BUGS = {
@@ -376,6 +385,185 @@ BUGS = {
         [("train_nn.py", 'changes = self.run_record()["changes"]',
           'changes = ["--limit %d" % self.config["limit"]] if self.config["limit"] else []')],
         [R + "test_curves_title_names_every_shortened_setting"]),
+    # -- issue 24: evaluation, the split, the command line, run ends, old weights --
+    "eval-batch-statistics": (
+        "evaluation normalises with each batch's statistics, not the running averages",
+        [("models.py", "prediction = get_output(self.output, deterministic=True)",
+          "prediction = get_output(self.output, deterministic=True, "
+          "batch_norm_use_averages=False)")],
+        [E + "test_the_log_test_model_and_predict_agree_with_the_numpy_forward_pass"]),
+    "eval-updates-averages": (
+        "evaluation uses the running averages but updates them as it goes",
+        [("models.py", "prediction = get_output(self.output, deterministic=True)",
+          "prediction = get_output(self.output, deterministic=True, "
+          "batch_norm_update_averages=True)")],
+        [E + "test_evaluating_changes_nothing_the_network_holds"]),
+    "eval-dropout-on": (
+        "evaluation with the running averages but dropout still dropping",
+        [("models.py", "prediction = get_output(self.output, deterministic=True)",
+          "prediction = get_output(self.output, batch_norm_use_averages=True, "
+          "batch_norm_update_averages=False)")],
+        [E + "test_bottleneck_and_wide_predictions_are_the_numpy_forward_passes[wide-1-2-0.3]"]),
+    "finish-keeps-the-best-weights": (
+        "finish() leaves the best weights in the network after testing them",
+        [("train_nn.py", 'net.set_param_values(final_values, "final weights", info["name"])',
+          "final_values = None")],
+        [E + "test_finish_tests_the_best_weights_then_puts_the_final_ones_back"]),
+    "finish-tests-the-final-weights-as-best": (
+        "finish() reports the final weights' test error as the best weights'",
+        [("train_nn.py", 'net.set_param_values(best["values"], "best weights", info["name"])',
+          'best_values = best["values"]')],
+        [E + "test_finish_tests_the_best_weights_then_puts_the_final_ones_back"]),
+    "loop-ignores-drop-last": (
+        "the loop keeps the last partial batch whatever the recipe says",
+        [("train_nn.py", 'self.recipe["drop_last"])', "False)")],
+        [wiring("test_the_last_partial_batch_is_dropped_or_kept_as_the_source_does",
+                "paper-wrn"),
+         W + "test_batch_flags_reach_every_batch" + CHANGED]),
+    "validation-images-trained-on": (
+        "the validation images stay in the training set",
+        [("utils.py", "train, val = order[val_size:], order[:val_size]",
+          "train, val = order, order[:val_size]")],
+        [W + "test_training_and_validation_images_split_the_limited_set" + CHANGED]),
+    "split-not-from-the-seed": (
+        "the validation split drawn afresh in every process, not from the run's seed",
+        [("utils.py", "order = np.random.default_rng([seed, 1]).permutation(len(images))",
+          "order = np.random.default_rng().permutation(len(images))")],
+        [W + "test_the_same_seed_gives_the_same_split" + CHANGED]),
+    "momentum-hard-coded": (
+        "the training step's momentum fixed at 0.9 (every recipe's), --momentum ignored",
+        [("train_nn.py", 'np.float32(recipe["momentum"]))', "np.float32(0.9))")],
+        [W + "test_optimiser_and_momentum_flags_reach_every_step" + CHANGED]),
+    "loop-pads-by-4": (
+        "the batches padded by 4 whatever --pad says",
+        [("train_nn.py", 'self.stats, recipe["pad"], recipe["pad_mode"])',
+          'self.stats, 4, recipe["pad_mode"])')],
+        [W + "test_batch_flags_reach_every_batch" + CHANGED]),
+    "warmup-counts-iterations-per-epoch": (
+        "the learning rate computed from the iteration within the epoch: --warmup-iters "
+        "warms up every epoch",
+        [("train_nn.py", 'rate = learning_rate(recipe, epoch, progress["iteration"])',
+          "rate = learning_rate(recipe, epoch, i)")],
+        [W + "test_learning_rate_flags_reach_every_step" + CHANGED]),
+    "publish-by-recipe-name": (
+        "the published weights chosen by the recipe's name, --publish ignored",
+        [("train_nn.py", 'if self.recipe["publish"] == "best_val":',
+          'if self.recipe["name"] == "seed":')],
+        [W + "test_publish_flag_reaches_the_choice_of_weights" + CHANGED]),
+    "command-from-sys-argv": (
+        "config.json's command taken from the process's argv, not main()'s arguments",
+        [("train_nn.py", '["python", "train_nn.py"] + argv)))',
+          '["python", "train_nn.py"] + sys.argv[1:])))')],
+        [W + "test_config_json_records_the_command_given" + CHANGED]),
+    "cifar100-coarse-label-names": (
+        "CIFAR-100's class names read from the coarse list (then replaced by 'class N')",
+        [("utils.py", '"names_key": "fine_label_names",', '"names_key": "coarse_label_names",')],
+        [E2E + "test_cifar100_trains_and_tests_end_to_end"]),
+    "cifar100-papers-cifar10-number": (
+        "a CIFAR-100 network compared with the paper's CIFAR-10 error",
+        [("models.py", 'return PAPER_TEST_ERROR.get((base, network["dataset"], dropout > 0))',
+          'return PAPER_TEST_ERROR.get((base, "cifar10", dropout > 0))')],
+        [E2E + "test_cifar100_networks_are_compared_with_the_papers_cifar100_numbers"]),
+    "restore-takes-extra-arrays": (
+        "resume accepts a checkpoint with more optimiser or random arrays than the network",
+        [("train_nn.py", "if len(values) != len(variables):",
+          "if len(values) < len(variables):")],
+        [RESUME + DAMAGED + "[random-array-too-many]"]),
+    "restore-takes-any-shape": (
+        "resume loads optimiser arrays of any shape or dtype",
+        [("train_nn.py",
+          "if value.shape != current.shape or value.dtype != current.dtype:", "if False:")],
+        [RESUME + DAMAGED + "[optimiser-array-of-another-shape]",
+         RESUME + DAMAGED + "[optimiser-array-in-float64]"]),
+    "nan-unchecked-in-epoch-1": (
+        "a non-finite loss goes unnoticed in the first epoch",
+        [("train_nn.py", "if not math.isfinite(loss):",
+          "if epoch and not math.isfinite(loss):")],
+        [RESUME + "test_non_finite_loss_in_the_first_epoch_stops_before_any_checkpoint"]),
+    "second-ctrl-c-ignored": (
+        "a second Ctrl-C is ignored: the run saves anyway",
+        [("engine/loop.py", "raise KeyboardInterrupt", "return")],
+        [RESUME + "test_a_second_ctrl_c_stops_at_once_and_writes_nothing"]),
+    "default-weights-first-of-several": (
+        "test_model.py takes the first of several published recipes without asking",
+        [("test_model.py", "if len(found) == 1:", "if found:")],
+        [U + "test_several_published_recipes_make_the_user_choose"]),
+    "test-model-out-ignored": (
+        "test_model.py writes its report next to the weights whatever --out says",
+        [("test_model.py",
+          'out = args.out or os.path.splitext(args.weights)[0] + "-test.json"',
+          'out = os.path.splitext(args.weights)[0] + "-test.json"')],
+        [U + "test_out_puts_the_report_there_and_nothing_next_to_the_weights"]),
+    "run-silently-wins-over-weights": (
+        "test_model.py --run with --weights drops --weights instead of refusing",
+        [("test_model.py", 'parser.error("--run and --weights both name weights: give one")',
+          "args.weights = None")],
+        [U + "test_run_and_weights_together_are_a_usage_error"]),
+    "old-mean-image-also-divided": (
+        "an old file's inputs: the mean image subtracted, then divided by 255",
+        [("test_model.py", '"std": np.ones((1, 1, 1), np.float32)}',
+          '"std": np.full((1, 1, 1), 255, np.float32)}')],
+        [O + "test_program_evaluates_a_2016_06_file"]),
+    "old-2016-04-not-divided": (
+        "the 2016-04 file's inputs not divided by 255",
+        [("test_model.py", '"std": np.full((1, 1, 1), 255, np.float32)}',
+          '"std": np.ones((1, 1, 1), np.float32)}')],
+        [O + "test_program_evaluates_a_2016_04_file_divided_by_255"]),
+    "old-default-per-channel": (
+        "an old file without --pixel-mean evaluated with per-channel statistics",
+        [("test_model.py", 'return utils.normalisation_stats("pixel_mean", data["train_x"])',
+          'return utils.normalisation_stats("channel_mean_std", data["train_x"])')],
+        [O + "test_without_pixel_mean_the_training_images_mean_is_subtracted"]),
+    "pixel-mean-shape-unchecked": (
+        "a --pixel-mean of any 3-d shape accepted (a per-channel mean broadcasts)",
+        [("test_model.py", "if mean.shape != utils.IMAGE_SHAPE:", "if mean.ndim != 3:")],
+        [O + "test_a_pixel_mean_of_another_shape_is_refused_in_one_line"]),
+    "input-check-ignores-the-shift": (
+        "the input check looks at the spread only, not at the mean",
+        [("test_model.py", 'good = 1 / 3 < fit["spread"] < 3 and fit["shift"] < 2',
+          'good = 1 / 3 < fit["spread"] < 3')],
+        [O + "test_the_input_check_warns_when_inputs_are_not_prepared_as_in_training"]),
+    "pklz-not-latin1": (
+        "pickles unpickled as ASCII: a Python 2 file's array bytes cannot be read",
+        [("utils.py", 'encoding="latin1"', 'encoding="ASCII"')],
+        [D + "test_old_pklz_list_of_arrays_is_read_value_for_value[python2]"]),
+    "sweep-array-ranges-merged": (
+        "sweep/table.py writes the array 0,3 as 0-3 (finished tasks run again)",
+        [("sweep/table.py", "if i + 1 == len(indices) or indices[i + 1] != value + 1:",
+          "if i + 1 == len(indices):")],
+        [SWEEP + "test_resubmitting_a_partly_finished_sweep_submits_the_rest_once"]),
+    "sweep-asks-squeue-the-wrong-job": (
+        "the guard against submitting twice asks squeue about the array, not the job",
+        [("sweep/table.py", 'str(job["id"]), "-o"', 'str(job["array"]), "-o"')],
+        [SWEEP + "test_resubmitting_a_partly_finished_sweep_submits_the_rest_once"]),
+    "sweep-first-recipe-only": (
+        "sweep/table.py --recipes paper,seed runs the first recipe only",
+        [("sweep/table.py", "for recipe in recipes]", "for recipe in recipes[:1]]")],
+        [SWEEP + "test_list_options_make_one_run_per_combination"]),
+    "conv-holds-the-gil": (
+        "the forward convolution keeps the GIL while it computes",
+        [("engine/c_code/conv2d.c",
+          "    Py_BEGIN_ALLOW_THREADS  /* the batch worker thread runs meanwhile */\n"
+          "    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)\n"
+          "                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)\n"
+          "               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)\n"
+          "               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);\n"
+          "    Py_END_ALLOW_THREADS\n",
+          "    {\n"
+          "    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)\n"
+          "                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)\n"
+          "               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)\n"
+          "               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);\n"
+          "    }\n")],
+        ["tests/test_ops.py::test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step"
+         "[direct]",
+         "tests/test_ops.py::test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step"
+         "[winograd]"]),
+    "best-line-reworded": (
+        "train_nn.py's best-on-validation line reworded: the sweep report's pattern misses it",
+        [("train_nn.py", "best validation error %.2f %% at epoch %d; its test error: %s",
+          "best validation error %.2f %% (epoch %d); its test error: %s")],
+        [SWEEP + "test_report_takes_the_best_epochs_test_error_from_what_train_nn_prints"]),
 }
 
 

@@ -1,19 +1,22 @@
 """Evaluate trained weights on the CIFAR test set.
 
-    python test_model.py normal 18                  # data/weights/preresnet110/*.npz
     python test_model.py --run runs/preresnet110-paper-preresnet-20261128-170000
     python test_model.py --weights runs/.../weights_final.npz
+    python test_model.py normal 18                  # data/weights/preresnet110/*.npz
     python test_model.py wide 2 4 --dataset cifar100
     python test_model.py normal 18 --weights resnet110_fullpreactivation_638.pklz
-    python test_model.py bottleneck 18 --weights resnet164_fullpreactivation.pklz \
+    python test_model.py bottleneck 18 --weights resnet164_fullpreactivation.pklz \\
         --pixel-mean pixel_mean.npy                 # the old repository's weights
 
 Prints which weights it evaluates (their run, recipe and epochs), the test
 error, the per-class accuracy and the confusion matrix, and writes them as
 JSON (next to the weights unless --out says otherwise). A run folder is
 evaluated with its final weights, or, for an unfinished run, its last
-checkpoint. Weights files of this project carry their network and input
-normalisation. The old repository's .pklz files do not, so the network is
+checkpoint, on the data folder the run used (unless --data-dir says
+otherwise); VARIANT DEPTH [WIDTH] finds the weights a full-recipe run
+published in <data folder>/weights/<network>/. Weights files of this project
+carry their network and input normalisation. The old repository's .pklz
+files do not, so the network is
 given as VARIANT DEPTH [WIDTH]; each was trained with its own version of that
 repository's graph: the graph is chosen by the file's parameter list, and by
 its published name where two graphs have the same list (--arch chooses one),
@@ -23,6 +26,7 @@ no mean, divided by 255, for the graph of 2016-04).
 """
 import argparse
 import datetime
+import json
 import os
 import sys
 import time
@@ -73,9 +77,8 @@ def run_weights(run_dir):
     best = os.path.join(run_dir, "weights_best.npz")
     checkpoint = os.path.join(run_dir, "checkpoint.npz")
     if os.path.isfile(final):
-        config = utils.read_weights(checkpoint, "checkpoint")["records"].get("config", {}) \
-            if os.path.isfile(checkpoint) else {}
-        if config.get("recipe", {}).get("publish") == "best_val" and os.path.isfile(best):
+        recipe = (run_config(run_dir)[0] or {}).get("recipe", {})
+        if recipe.get("publish") == "best_val" and os.path.isfile(best):
             return best
         return final
     if os.path.isfile(checkpoint):
@@ -83,6 +86,47 @@ def run_weights(run_dir):
     raise UserError("%s holds neither weights_final.npz nor checkpoint.npz: not a run "
                     "folder of train_nn.py, or the run stopped before its first epoch ended"
                     % run_dir)
+
+
+def run_config(run_dir):
+    """A run's settings and where they were read: its checkpoint's (which a
+    ``--resume --data-dir`` updates), else its config.json; (None, None)."""
+    checkpoint = os.path.join(run_dir, "checkpoint.npz")
+    if os.path.isfile(checkpoint):
+        try:
+            return utils.read_npz_record(checkpoint, "config"), "its checkpoint"
+        except UserError:
+            pass  # damaged: said when (if) the checkpoint itself is evaluated
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return json.load(f), "config.json"
+    except (OSError, ValueError):
+        return None, None
+
+
+def run_data_dir(run_dir):
+    """The data folder a run used, as ``(folder, where it was read)``, or
+    (None, None) when the run does not say."""
+    config, source = run_config(run_dir)
+    folder = (config or {}).get("data_dir")
+    if not folder:
+        return None, None
+    if not os.path.isdir(folder):
+        raise UserError("%s, the data folder %s used, no longer exists: give the folder "
+                        "that holds its data with --data-dir" % (folder, run_dir))
+    return folder, source
+
+
+def weights_advice(path):
+    """What to do about a damaged weights file ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(path) == "checkpoint.npz":
+        return utils.damaged_checkpoint_advice(folder)
+    checkpoint = os.path.join(folder, "checkpoint.npz")
+    if os.path.isfile(checkpoint):
+        return ("copy it again from where it came, or evaluate the last weights of its run: "
+                "--weights %s" % checkpoint)
+    return "copy it again from where it came"
 
 
 def default_weights(args, info):
@@ -99,6 +143,7 @@ def default_weights(args, info):
     command = "python train_nn.py %s %d%s" % (args.variant, args.depth,
                                               " %d" % args.width if args.width else "")
     for flag, value in (("--arch", args.arch), ("--dataset", args.dataset),
+                        ("--unit", args.unit), ("--shortcut", args.shortcut),
                         ("--data-dir", args.data_dir)):
         if value:
             command += " %s %s" % (flag, value)
@@ -282,7 +327,8 @@ def print_report(report, info, weights, paper):
     print("%s on the %s test set (%d images), weights %s"
           % (info["display"], info["dataset"].upper().replace("CIFAR", "CIFAR-"),
              report["count"], weights))
-    print("test error: %.2f %%%s" % (report["error"], "  (paper: %.2f %%)" % paper
+    print("test error: %.2f %%%s" % (report["error"], "  (paper: %s)"
+                                     % models.format_paper_error(paper)
                                      if paper is not None else ""))
     names = report["label_names"]
     print("per-class accuracy (%):")
@@ -310,9 +356,13 @@ def main(argv=None):
             raise UserError(str(error))
         if args.run:
             args.weights = run_weights(args.run)
+            if args.data_dir is None:
+                args.data_dir, source = run_data_dir(args.run)
+                if args.data_dir:
+                    print("data: %s (the run's, from %s)" % (args.data_dir, source))
         weights = old_values = old_record = None
         if args.weights and not args.weights.endswith(".pklz"):
-            weights = utils.read_weights(args.weights)
+            weights = utils.read_weights(args.weights, advice=weights_advice(args.weights))
         elif args.weights:
             old_values = utils.read_old_pklz(args.weights)
         if weights is not None and args.variant is None:
@@ -320,6 +370,19 @@ def main(argv=None):
             args.variant, args.depth = made_for.get("variant"), made_for.get("depth")
             args.width = made_for.get("width") if args.variant == "wide" else None
             args.arch = args.arch or made_for.get("arch")
+        if weights is not None:
+            # The residual unit and shortcut the weights were trained with; units
+            # of one block have the same parameter shapes, so a shape check
+            # would not tell them apart.
+            for flag, key, default in (("--unit", "unit", models.DEFAULT_UNIT),
+                                       ("--shortcut", "shortcut", models.IDENTITY)):
+                trained = weights["network"].get(key, default)
+                given = getattr(args, key)
+                if given is not None and models.canonical(key, given) != trained:
+                    parser.error("%s holds weights of %s with %s %s, not %s %s"
+                                 % (args.weights, weights["network"].get("display", "?"),
+                                    key, trained, flag, given))
+                setattr(args, key, trained)
         models.check_network_arguments(parser, args)
         dataset = args.dataset or (weights["network"].get("dataset") if weights else None)
         dataset = dataset or "cifar10"
@@ -333,7 +396,8 @@ def main(argv=None):
                           published["test_error"] if published else None}
         try:
             info = models.network_info(args.variant, args.depth, args.width or 1, arch,
-                                       dataset)
+                                       dataset, unit=args.unit or models.DEFAULT_UNIT,
+                                       shortcut=args.shortcut or models.IDENTITY)
         except ValueError as error:
             parser.error(str(error))
         if args.weights is None:
@@ -359,7 +423,8 @@ def main(argv=None):
         seconds = time.time() - started
         report = models.classification_report(data["test_y"], predictions,
                                               data["label_names"])
-        paper = models.paper_error(info, info.get("dropout", 0.0))
+        run = (weights or {}).get("records", {}).get("run") or {}
+        paper = models.paper_error(info, info.get("dropout", 0.0), run.get("recipe"))
         print_report(report, info, args.weights, paper)
         if old_record and old_record["readme_error"] is not None:
             print("the old repository's README gave %.2f %% for this file"

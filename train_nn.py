@@ -4,21 +4,28 @@
     python train_nn.py bottleneck 18          # PreResNet-164 (9n+2)
     python train_nn.py wide 2 4               # WRN-16-4 (6n+4, k=4)
     python train_nn.py wide 2 4 --dropout 0.3
+    python train_nn.py bottleneck 111         # PreResNet-1001
+    python train_nn.py normal 3 --unit original --recipe he2015   # ResNet-20 (He et al. 2015)
     python train_nn.py normal 18 --arch seed --recipe seed     # the old repository
     python train_nn.py normal 1 --epochs 1 --limit 2000        # a smoke run
-    python train_nn.py --resume runs/preresnet110-paper-20261128-170000
+    python train_nn.py --resume runs/preresnet110-paper-preresnet-20261128-170000
 
 This file is the recipes (data, each citing its source) and the training loop.
 Every recipe value can be overridden (see --help). A run folder holds the
 resolved config (config.json), the per-epoch log (log.csv, output.log), the
-curves (curves.png), a checkpoint after every epoch (checkpoint.npz) and the
-weights (weights_final.npz, weights_best.npz with a validation split); the
-published weights also go to data/weights/<network>.npz for test_model.py.
+curves (curves.png), a checkpoint after every epoch (checkpoint.npz), the
+weights (weights_final.npz, weights_best.npz with a validation split) and how
+the run ended (summary.json). A full-recipe run also publishes its recipe's
+weights as <data folder>/weights/<network>/<recipe>.npz, where test_model.py
+looks, never over another run's; every place a run writes is checked before
+it compiles, so that it cannot fail at its end.
 """
 import argparse
 import datetime
+import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -53,8 +60,12 @@ RECIPES = {
         # Torch counts epochs from 1 and decays when epoch >= 81 and >= 122.
         "lr_milestones": [80, 121],
         "lr_factor": 0.1,
-        # Optional warm-up (He et al. 2016 Sec. 4.1 use 0.01 for 400 iterations
-        # on ResNet-1001): off by default, --warmup-iters 400 turns it on.
+        "lr_milestone_iters": [],
+        "max_iters": 0,
+        # He et al. 2016's appendix warms every CIFAR run up at 0.01 for 400
+        # iterations "following [1]"; fb.resnet.torch's train.lua has no
+        # warm-up, and the code decides: off (--warmup-iters 400 turns it on;
+        # he2015-warmup is the papers' own schedule).
         "warmup_iters": 0,
         "warmup_epochs": 0,
         "warmup_lr": 0.01,
@@ -85,6 +96,8 @@ RECIPES = {
         # epochs 60, 120 and 160, i.e. before 0-based epochs 59, 119 and 159.
         "lr_milestones": [59, 119, 159],
         "lr_factor": 0.2,
+        "lr_milestone_iters": [],
+        "max_iters": 0,
         "warmup_iters": 0,
         "warmup_epochs": 0,
         "warmup_lr": 0.01,
@@ -109,6 +122,8 @@ RECIPES = {
         "lr": 0.1,
         "lr_milestones": [80, 120],
         "lr_factor": 0.1,
+        "lr_milestone_iters": [],
+        "max_iters": 0,
         "warmup_iters": 0,
         "warmup_epochs": 10,  # lr 0.01 for epochs 0-9
         "warmup_lr": 0.01,
@@ -128,6 +143,76 @@ RECIPES = {
         "publish": "best_val",  # it saved the best-on-validation parameters
     },
 }
+
+
+# He et al. 2015 (arXiv 1512.03385) Sec. 4.2, CIFAR-10: "We use a weight decay
+# of 0.0001 and momentum of 0.9 ... These models are trained with a mini-batch
+# size of 128 on two GPUs. We start with a learning rate of 0.1, divide it by
+# 10 at 32k and 48k iterations, and terminate training at 64k iterations, which
+# is determined on a 45k/5k train/val split. We follow the simple data
+# augmentation in [24] for training: 4 pixels are padded on each side, and a
+# 32x32 crop is randomly sampled from the padded image or its horizontal flip";
+# "The network inputs are 32x32 images, with the per-pixel mean subtracted";
+# "We present experiments trained on the training set and evaluated on the test
+# set". No code was published; the experiments ran in Caffe (resnet-1k-layers'
+# README: "The experiments in the paper were conducted in Caffe").
+RECIPES["he2015"] = {
+    "source": "He et al. 2015 (arXiv 1512.03385) Sec. 4.2 (the CIFAR-10 ResNets of Table 6)",
+    # 64k iterations of 390 batches: epoch 165 stops after its 40th iteration.
+    "epochs": 165,
+    "batch_size": 128,
+    "lr": 0.1,
+    "lr_milestones": [],
+    # "divide it by 10 at 32k and 48k iterations": the 32,001st step (0-based
+    # iteration 32000) is the first at 0.01, as Caffe's multistep policy does.
+    "lr_milestone_iters": [32000, 48000],
+    "lr_factor": 0.1,
+    "max_iters": 64000,
+    "warmup_iters": 0,
+    "warmup_epochs": 0,
+    "warmup_lr": 0.01,
+    "momentum": 0.9,
+    # "momentum of 0.9", not Nesterov's: Caffe's SGD solver.
+    "optimizer": "momentum_caffe",
+    "reset_momentum_at_milestones": False,
+    "weight_decay": 1e-4,
+    # Caffe adds weight_decay * w to the gradient of every learnable blob
+    # (decay_mult 1 unless a prototxt says otherwise; none was published).
+    "decay": "gradient_all",
+    "normalisation": "pixel_mean",
+    "pad": 4,
+    "pad_mode": "zero",
+    # The 45k/5k split only chose the stopping point (64k iterations); the
+    # reported networks are "trained on the training set": all 50,000.
+    "val_size": 0,
+    # Every iteration is a mini-batch of 128, as in Caffe's data layer; the 80
+    # images an epoch leaves over change from epoch to epoch.
+    "drop_last": True,
+    "dropout": 0.0,
+    "publish": "final",
+}
+# ResNet-110 (and the 1202-layer net "trained as described above"): "we use
+# 0.01 to warm up the training until the training error is below 80% (about
+# 400 iterations), and then go back to 0.1" (He et al. 2015 Sec. 4.2); He et
+# al. 2016's appendix does it "for all CIFAR experiments ... at the beginning
+# 400 iterations": 400 fixed iterations, the rest as he2015.
+RECIPES["he2015-warmup"] = dict(
+    RECIPES["he2015"],
+    source="He et al. 2015 (arXiv 1512.03385) Sec. 4.2, with the 0.01 warm-up of its "
+           "110- and 1202-layer nets; He et al. 2016 (arXiv 1603.05027) appendix",
+    warmup_iters=400)
+# PreResNet-1001 as KaimingHe/resnet-1k-layers trains it (its README: `th
+# main.lua -netType resnet-pre-act -depth 1001 -batchSize 64 -nGPU 2 -nThreads 4
+# -dataset cifar10 -nEpochs 200`, "we simply reduced the mini-batch size to
+# 64"): fb.resnet.torch with two options changed. Its train.lua decays the
+# learning rate for cifar10 when epoch >= 81 and >= 122 whatever nEpochs is,
+# so the last 79 of the 200 epochs run at 0.001.
+RECIPES["resnet-1k-layers"] = dict(
+    RECIPES["paper-preresnet"],
+    source="KaimingHe/resnet-1k-layers README (batch 64, 200 epochs) on fb.resnet.torch "
+           "train.lua/opts.lua",
+    epochs=200,
+    batch_size=64)
 
 CHOICES = {
     "optimizer": tuple(updates.OPTIMIZERS),
@@ -162,11 +247,23 @@ def resolve_recipe(name, variant, overrides=None):
 
 
 def learning_rate(recipe, epoch, iteration):
-    """Learning rate of the step at 0-based ``epoch`` and global ``iteration``."""
+    """Learning rate of the step at 0-based ``epoch`` and 0-based global
+    ``iteration``: the warm-up's, else ``lr`` times ``lr_factor`` once per
+    milestone reached (epochs in ``lr_milestones``, iterations in
+    ``lr_milestone_iters``)."""
     if epoch < recipe["warmup_epochs"] or iteration < recipe["warmup_iters"]:
         return recipe["warmup_lr"]
-    drops = sum(epoch >= m for m in recipe["lr_milestones"])
+    drops = (sum(epoch >= m for m in recipe["lr_milestones"]) +
+             sum(iteration >= m for m in recipe["lr_milestone_iters"]))
     return recipe["lr"] * recipe["lr_factor"] ** drops
+
+
+def epochs_to_run(recipe, batches_per_epoch):
+    """The epochs a run trains: ``epochs``, or fewer where ``max_iters`` ends
+    it sooner (its last epoch then stops after the max_iters-th iteration)."""
+    if not recipe["max_iters"]:
+        return recipe["epochs"]
+    return min(recipe["epochs"], -(-recipe["max_iters"] // batches_per_epoch))
 
 
 # =============================================================================
@@ -193,17 +290,49 @@ def compile_training_step(net, recipe):
     learning_rate = theano.shared(np.float32(0), name="learning_rate")
     step_updates, buffers = updates.OPTIMIZERS[recipe["optimizer"]](
         grads, params, learning_rate, np.float32(recipe["momentum"]))
-    step = theano.function([net.input_var, target_var], [loss, errors], updates=step_updates)
+    with theano.configparser.change_flags(cycle_detection=cycle_detection(len(params))):
+        step = theano.function([net.input_var, target_var], [loss, errors],
+                               updates=step_updates)
     return step, learning_rate, buffers
+
+
+# Theano's in-place pass, with its default 'regular' cycle detection, rebuilds
+# its map of destroyed variables after every replacement: its time grows with
+# the square of the graph, over 20 minutes of PreResNet-1001's compile (3,000
+# parameter arrays). 'fast' leaves most updates out of place (PreResNet-164:
+# 298 in-place nodes instead of 1,429), so smaller networks keep the default.
+FAST_CYCLE_DETECTION_FROM = 1000   # trainable arrays (PreResNet-164: 494, -1001: 3,005)
+
+
+def cycle_detection(parameter_arrays):
+    """Theano's cycle_detection for compiling a step with that many parameters."""
+    if parameter_arrays >= FAST_CYCLE_DETECTION_FROM:
+        return "fast"
+    return theano.config.cycle_detection
 
 
 # =============================================================================
 # Checkpoints: a weights file plus everything needed to continue bit for bit
 
 CHECKPOINT_NAME = "checkpoint.npz"
+SUMMARY_NAME = "summary.json"
 EVAL_BATCH = 500  # images per evaluation batch (memory only: same results for any size)
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_error", "val_error", "test_error",
                "seconds"]
+# What a run writes into its folder (and test_model.py's *-test.json reports):
+# a new run never starts in a folder holding any of them, except the two a
+# start leaves before its first checkpoint, which the same command may reuse.
+RUN_FILES = ("config.json", "output.log", "log.csv", "curves.png", CHECKPOINT_NAME,
+             "weights_final.npz", "weights_best.npz", SUMMARY_NAME)
+STARTUP_FILES = ("config.json", "output.log")
+
+
+def run_files_in(folder):
+    """The run files (``RUN_FILES``, ``*-test.json``) in ``folder``, sorted."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder)
+                  if name in RUN_FILES or name.endswith("-test.json"))
 
 
 def read_checkpoint(run_dir):
@@ -212,7 +341,7 @@ def read_checkpoint(run_dir):
     if not os.path.isfile(path):
         raise UserError("%s holds no %s: not a run folder of train_nn.py, or the run "
                         "stopped before its first checkpoint" % (run_dir, CHECKPOINT_NAME))
-    checkpoint = utils.read_weights(path, what="checkpoint")
+    checkpoint = utils.read_weights(path, "checkpoint", utils.damaged_checkpoint_advice(run_dir))
     if "progress" not in checkpoint["records"] or "config" not in checkpoint["records"]:
         raise UserError("%s: a weights file, not a checkpoint of this project" % path)
     return checkpoint
@@ -250,33 +379,52 @@ class Trainer:
         if not self.batches:
             raise UserError("%d training images make no batch of %d; lower --batch-size"
                             % (len(self.train_x), self.recipe["batch_size"]))
+        # A run that max_iters ends early has fewer epochs (config.json says so).
+        self.recipe["epochs"] = epochs_to_run(self.recipe, len(self.batches))
         self.net = models.Network(config["network"], config["seed"])
         self.step = self.learning_rate = None
         self.optimizer_state = []
-        self.paper = models.paper_error(config["network"], self.recipe["dropout"])
+        self.paper = models.paper_error(config["network"], self.recipe["dropout"],
+                                        self.recipe["name"])
         self.progress = {"epoch": 0, "iteration_in_epoch": 0, "iteration": 0, "lr": None,
                          "loss_sum": 0.0, "error_count": 0, "seen": 0, "seconds": 0.0,
                          "history": []}
         self.best = None
         self.stats = None
 
-    def run(self, resume):
+    def run(self, resume, stop=None):
+        """Compile, restore the checkpoint if ``resume``, train the epochs left
+        and finish (``finish``). ``stop`` (an engine.loop.StopRequests) decides
+        what SIGINT and SIGTERM do: while compiling and finishing they stop the
+        program at once (``loop.Stopped``); while training the step finishes,
+        the checkpoint is saved and ``Interrupted`` is raised."""
+        if stop is None:
+            with loop.StopRequests(notify=self.warn, at_once=True) as stop:
+                return self.run(resume, stop)
         recipe, info, log = self.recipe, self.config["network"], self.log
         log("%s: %s trainable parameters"
             % (info["display"], format(self.net.trainable_count, ",")))
-        log("recipe %s: %d epochs, batch %d, lr %g (x%g at epochs %s), weight decay %g, "
+        warmup = ["%d %s at %g" % (recipe[key], unit, recipe["warmup_lr"])
+                  for key, unit in (("warmup_epochs", "epochs"), ("warmup_iters", "iterations"))
+                  if recipe[key]]
+        log("recipe %s: %s, batch %d, lr %g%s (x%g at %s), weight decay %g, "
             "%d training / %d validation images" % (
-                recipe["name"], recipe["epochs"], recipe["batch_size"], recipe["lr"],
-                recipe["lr_factor"], ",".join(str(m) for m in recipe["lr_milestones"]) or "-",
-                recipe["weight_decay"], len(self.train_x), len(self.val_x)))
+                recipe["name"], "%d epochs" % recipe["epochs"] + (
+                    " (%d iterations)" % recipe["max_iters"] if recipe["max_iters"] else ""),
+                recipe["batch_size"], recipe["lr"],
+                " after %s" % " and ".join(warmup) if warmup else "", recipe["lr_factor"],
+                _milestone_text(recipe), recipe["weight_decay"], len(self.train_x),
+                len(self.val_x)))
         log("compiling the training step (minutes the first time for a deep network; "
             "Theano caches the C code)...")
+        stop.at_once, stop.doing = True, "compiling the training step"
         started = time.time()
         # the evaluation function compiles at the first test
         self.step, self.learning_rate, self.optimizer_state = compile_training_step(
             self.net, recipe)
         log("compiled in %.0f s" % (time.time() - started))
         if resume:
+            stop.doing = "reading the checkpoint"
             self.restore(read_checkpoint(self.run_dir))
             log("resuming %s at epoch %d, iteration %d" % (
                 self.run_dir, self.progress["epoch"] + 1, self.progress["iteration_in_epoch"]))
@@ -285,17 +433,25 @@ class Trainer:
         log("%5s %9s %10s %9s %9s %9s %8s %9s" % ("epoch", "lr", "train loss", "train err",
                                                   "val err", "test err", "seconds",
                                                   "run left"))
-        with loop.StopRequests(notify=self.warn) as stop:
-            try:
-                while self.progress["epoch"] < recipe["epochs"]:
-                    self.run_epoch(stop)
-            except Interrupted:
-                self.checkpoint()
-                log("saved %s at epoch %d, iteration %d; resume with:\n  python train_nn.py "
-                    "--resume %s" % (os.path.join(self.run_dir, CHECKPOINT_NAME),
-                                     self.progress["epoch"] + 1,
-                                     self.progress["iteration_in_epoch"], self.run_dir))
-                raise
+        stop.at_once, stop.doing = False, "training"
+        try:
+            while self.progress["epoch"] < recipe["epochs"]:
+                self.run_epoch(stop)
+        except Interrupted as interruption:
+            self.checkpoint()
+            where = "epoch %d, iteration %d" % (self.progress["epoch"] + 1,
+                                                self.progress["iteration_in_epoch"])
+            log("saved %s at %s; resume with:\n  python train_nn.py --resume %s"
+                % (os.path.join(self.run_dir, CHECKPOINT_NAME), where, self.run_dir))
+            self.write_summary("stopped", "%s at %s" % (interruption.name, where))
+            raise
+        except UserError as error:
+            if os.path.isfile(os.path.join(self.run_dir, CHECKPOINT_NAME)):
+                self.write_summary("failed", str(error))
+            raise
+        stop.at_once, stop.doing = True, "finishing the run"
+        if stop.signum is not None:  # it came while the last checkpoint was written
+            raise loop.Stopped(stop.signum, stop.doing)
         return self.finish()
 
     def checkpoint(self):
@@ -333,7 +489,13 @@ class Trainer:
                 raise UserError("%s: %d %s arrays for %d in the network; the checkpoint "
                                 "belongs to another program version"
                                 % (path, len(values), group, len(variables)))
-            for var, value in zip(variables, values):
+            for index, (var, value) in enumerate(zip(variables, values)):
+                current = var.get_value(borrow=True)
+                if value.shape != current.shape or value.dtype != current.dtype:
+                    raise UserError("%s: %s array %d is %s %s, the network's %s %s; the "
+                                    "checkpoint belongs to another program version" % (
+                                        path, group, index, value.dtype, value.shape,
+                                        current.dtype, current.shape))
                 var.set_value(value)
         records = checkpoint["records"]
         best = records.get("best") or None
@@ -358,14 +520,17 @@ class Trainer:
             return utils.make_batch(self.train_x, self.train_y, plan, *self.batches[i],
                                     self.stats, recipe["pad"], recipe["pad_mode"])
 
-        loader = loop.Prefetcher(make, range(first, len(self.batches)))
+        last = len(self.batches)
+        if recipe["max_iters"]:   # the run's last epoch may stop early
+            last = min(last, first + recipe["max_iters"] - progress["iteration"])
+        loader = loop.Prefetcher(make, range(first, last))
         try:
-            for i, (images, labels) in zip(range(first, len(self.batches)), loader):
+            for i, (images, labels) in zip(range(first, last), loader):
                 rate = learning_rate(recipe, epoch, progress["iteration"])
                 lr = np.float32(rate)
                 if self.learning_rate.get_value() != lr:
                     self.learning_rate.set_value(lr)
-                progress["lr"] = rate  # what log.csv reports: the last step's
+                progress["lr"] = utils.significant(rate, 10)  # log.csv: the last step's
                 loss, errors = self.step(images, labels)
                 loss, errors = float(loss), int(errors)
                 if not math.isfinite(loss):
@@ -409,11 +574,16 @@ class Trainer:
                         seen=0, seconds=0.0)
         utils.write_history_csv(os.path.join(self.run_dir, "log.csv"), progress["history"],
                                 LOG_COLUMNS)
-        title = "%s on %s, recipe %s%s" % (
-            net.info["display"], utils.DATASETS[net.info["dataset"]]["display"],
-            recipe["name"], ", --limit %d" % self.config["limit"] if self.config["limit"] else "")
+        title = "%s on %s, recipe %s" % (net.info["display"], utils.DATASETS[
+            net.info["dataset"]]["display"], recipe["name"])
+        changes = self.run_record()["changes"]  # --limit, --epochs, ...: all it differs in
+        if changes:
+            shortened = "shortened: " + ", ".join(changes)
+            title += ("\n" if len(title) + len(shortened) > 90 else ", ") + shortened
+        drops = [m + 1 for m in recipe["lr_milestones"]] + [
+            m // len(self.batches) + 1 for m in recipe["lr_milestone_iters"]]
         utils.plot_curves(os.path.join(self.run_dir, "curves.png"), progress["history"], title,
-                          self.paper, [m + 1 for m in recipe["lr_milestones"]])
+                          self.paper if self.paper != models.FAILED else None, sorted(drops))
         self.checkpoint()
 
     def evaluate(self, epoch, stop):
@@ -425,8 +595,9 @@ class Trainer:
         tested = epoch + 1 == recipe["epochs"] or (test_every and (epoch + 1) % test_every == 0)
         return {"epoch": epoch + 1,
                 "lr": progress["lr"],
-                "train_loss": progress["loss_sum"] / progress["seen"],
-                "train_error": 100.0 * progress["error_count"] / progress["seen"],
+                # the mean of float32 losses, and counts: no more digits than measured
+                "train_loss": utils.significant(progress["loss_sum"] / progress["seen"], 7),
+                "train_error": utils.percent(progress["error_count"], progress["seen"]),
                 "val_error": self.error_percent("validation", self.val_x, self.val_y, stop),
                 "test_error": (self.error_percent("test", self.test_x, self.test_y, stop)
                                if tested else None)}
@@ -447,54 +618,79 @@ class Trainer:
                                                 on_batch=done)
         finally:
             bar.clear()
-        return 100.0 * float(np.mean(predictions != labels))
+        return utils.percent(int(np.sum(predictions != labels)), len(labels))
 
     def finish(self):
-        """Save the final weights; publish the recipe's choice to data/weights/
-        if this is a full-recipe run and no other run's weights are there."""
+        """Save the final weights, evaluate the best ones (with a validation
+        split), publish the recipe's choice (``publish``) and record how the
+        run ended (summary.json). A publication that fails is a UserError that
+        names the command that publishes the weights later."""
         net, info, best = self.net, self.config["network"], self.best
         final_path = os.path.join(self.run_dir, "weights_final.npz")
         models.save_weights(final_path, net, self.stats, records={"run": self.run_record()})
         last = self.progress["history"][-1]
-        paper_text = " (paper: %.2f %%)" % self.paper if self.paper is not None else ""
+        paper_text = (" (paper: %s)" % models.format_paper_error(self.paper)
+                      if self.paper is not None else "")
         self.log("final test error: %s%s" % (_percent(last["test_error"]), paper_text))
-        published = final_path
+        chosen = final_path
         if best is not None:
             final_values = net.param_values()
             net.set_param_values(best["values"], "best weights", info["name"])
-            best_test = self.error_percent("test (best weights)", self.test_x, self.test_y)
+            best["test_error"] = self.error_percent("test (best weights)", self.test_x,
+                                                    self.test_y)
             self.log("best validation error %.2f %% at epoch %d; its test error: %s"
-                     % (best["val_error"], best["epoch"], _percent(best_test)))
+                     % (best["val_error"], best["epoch"], _percent(best["test_error"])))
             if self.recipe["publish"] == "best_val":
-                published = os.path.join(self.run_dir, "weights_best.npz")
+                chosen = os.path.join(self.run_dir, "weights_best.npz")
             else:
                 net.set_param_values(final_values, "final weights", info["name"])
-        self.publish(published)
+        try:
+            target, why = publish(self.config, self.run_dir, chosen, self.run_record(),
+                                  self.log)
+        except UserError as error:
+            later = publish_command(self.run_dir)
+            self.write_summary("finished", _all_epochs(self.recipe["epochs"]),
+                               published=None, not_published="could not publish: %s" % error,
+                               publish_with=later)
+            raise UserError("the run finished, but could not publish its weights (%s); they "
+                            "are in %s; once that is fixed, publish them with: %s"
+                            % (error, chosen, later))
+        self.write_summary("finished", _all_epochs(self.recipe["epochs"]),
+                           published=target, not_published=why)
         return last
 
-    def publish(self, weights):
-        """Copy ``weights`` to data/weights/<network>/<recipe>.npz, where
-        test_model.py looks, unless that would replace another run's weights
-        or this run is shortened (then say so)."""
-        record = self.run_record()
-        target = utils.published_weights_path(self.config["data_dir"], self.net.info["name"],
-                                              self.recipe["name"], self.recipe["dropout"])
-        how = "evaluate them with: python test_model.py --run %s" % self.run_dir
-        if not record["full_recipe"]:
-            self.log("weights: %s (a shortened run: %s; not published to data/weights/); %s"
-                     % (weights, ", ".join(record["changes"]), how))
+    def write_summary(self, status, how, **outcome):
+        """summary.json: how the run ended (``status`` finished, stopped or
+        failed, and ``how``), when, after how long, its final and best errors
+        and what became of its weights (``outcome``: ``published``,
+        ``not_published``, ``publish_with``). Best effort: a record that cannot
+        be written (a full disk) never hides the error that ended the run."""
+        history, best = self.progress["history"], self.best
+        ended = datetime.datetime.now().astimezone()
+        started = (self.config.get("source") or {}).get("started")
+        wall = ((ended - datetime.datetime.fromisoformat(started)).total_seconds()
+                if started else None)
+        final = os.path.join(self.run_dir, "weights_final.npz")
+        summary = {
+            "status": status, "how": how, "started": started,
+            "ended": ended.isoformat(timespec="seconds"),
+            "wall_seconds": round(wall, 1) if wall is not None else None,
+            "wall_clock": loop.format_duration(wall) if wall is not None else None,
+            "training_seconds": round(sum(row["seconds"] for row in history)
+                                      + self.progress["seconds"], 2),
+            "epochs_done": self.progress["epoch"], "epochs": self.recipe["epochs"],
+            "final": history[-1] if history else None,
+            "best": ({k: best.get(k) for k in ("epoch", "val_error", "test_error")}
+                     if best else None),
+            "weights": final if os.path.isfile(final) else None,
+            "published": None, "not_published": None, "publish_with": None}
+        summary.update(outcome)
+        try:
+            utils.write_json(os.path.join(self.run_dir, SUMMARY_NAME), summary)
+        except UserError:
             return
-        if os.path.exists(target):
-            other = _run_of(target)
-            if other != record["run_dir"]:
-                self.log("weights: %s; not published: %s already holds the weights of run "
-                         "%s (kept; copy this run's file there yourself to replace them); %s"
-                         % (weights, target, other or "unknown", how))
-                return
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(weights, "rb") as source:   # streamed: WRN-28-10's file is 146 MB
-            utils.atomic_write(target, lambda f: shutil.copyfileobj(source, f))
-        self.log("weights: %s (also %s, where test_model.py looks)" % (weights, target))
+        if status == "finished":
+            self.log("summary: %s" % os.path.join(self.run_dir, SUMMARY_NAME))
 
     def run_record(self):
         """What a weights file says about the run that made it."""
@@ -510,6 +706,56 @@ class Trainer:
                 "source": self.config.get("source")}
 
 
+def _all_epochs(count):
+    return "all %d epochs" % count if count > 1 else "its one epoch"
+
+
+def publish_command(run_dir):
+    return "python train_nn.py --resume %s" % shlex.quote(run_dir)
+
+
+def published_path(config):
+    """Where a full-recipe run of ``config`` publishes its weights."""
+    recipe = config["recipe"]
+    return utils.published_weights_path(config["data_dir"], config["network"]["name"],
+                                        recipe["name"], recipe["dropout"])
+
+
+def publish(config, run_dir, weights, record, log):
+    """Copy ``weights`` to <data folder>/weights/<network>/<recipe>.npz, where
+    test_model.py looks, unless this run is shortened or that file holds
+    another run's weights (then say so).
+
+    Returns
+    -------
+    (str or None, str or None)
+        The file published, or None and why not. Raises UserError when the
+        file cannot be written.
+    """
+    target = published_path(config)
+    how = "evaluate them with: python test_model.py --run %s" % run_dir
+    if not record["full_recipe"]:
+        why = "a shortened run: %s" % ", ".join(record["changes"])
+        log("weights: %s (%s; not published to data/weights/); %s" % (weights, why, how))
+        return None, why
+    if os.path.exists(target):
+        other = _run_of(target)
+        if other != record["run_dir"]:
+            why = "%s already holds the weights of run %s" % (target, other or "unknown")
+            log("weights: %s; not published: %s (kept; copy this run's file there yourself "
+                "to replace them); %s" % (weights, why, how))
+            return None, why
+    folder = os.path.dirname(target)
+    problem = utils.unwritable(folder)
+    if problem:
+        raise UserError(problem)
+    os.makedirs(folder, exist_ok=True)
+    with open(weights, "rb") as source:   # streamed: WRN-28-10's file is 146 MB
+        utils.atomic_write(target, lambda f: shutil.copyfileobj(source, f))
+    log("weights: %s (published as %s, where test_model.py looks)" % (weights, target))
+    return target, None
+
+
 def _run_of(weights_path):
     """The run folder a weights file says it came from, or None."""
     try:
@@ -520,6 +766,14 @@ def _run_of(weights_path):
 
 def _percent(value):
     return "-" if value is None else "%.2f%%" % value
+
+
+def _milestone_text(recipe):
+    """'epochs 80,121', 'iterations 32000,48000' or '-'."""
+    parts = ["%s %s" % (unit, ",".join(str(m) for m in recipe[key]))
+             for unit, key in (("epochs", "lr_milestones"), ("iterations", "lr_milestone_iters"))
+             if recipe[key]]
+    return " and ".join(parts) or "-"
 
 
 # =============================================================================
@@ -534,8 +788,13 @@ RECIPE_FLAGS = {
                                      "0-based epochs on (80,121: from epochs 81 and 122 of "
                                      "the log); 'none' for none"),
     "lr_factor": (float, "F", "learning-rate factor at each milestone"),
-    "warmup_iters": (int, "N", "iterations at --warmup-lr first (He et al. 2016 use 400 "
-                               "for ResNet-1001)"),
+    "lr_milestone_iters": (None, "I1,I2", "multiply the learning rate by --lr-factor from "
+                                          "these 0-based iterations on (He et al. 2015: "
+                                          "32000,48000); 'none' for none"),
+    "max_iters": (int, "N", "stop after N iterations, within an epoch if need be (He et "
+                            "al. 2015: 64000); 0: after --epochs"),
+    "warmup_iters": (int, "N", "iterations at --warmup-lr first (He et al. 2015 use 400 "
+                               "for ResNet-110, He et al. 2016 for every CIFAR net)"),
     "warmup_epochs": (int, "N", "epochs at --warmup-lr first"),
     "warmup_lr": (float, "LR", "learning rate of the warm-up"),
     "momentum": (float, "M", "momentum"),
@@ -560,19 +819,25 @@ USAGE = ("train_nn.py VARIANT DEPTH [WIDTH] [--recipe R] [--data-dir D] [options
          "       train_nn.py --resume RUN_DIR [--data-dir D] [--test-every K]")
 
 
-def milestones(text):
+def milestones(text, unit="epochs", example="80,121"):
     """'80,121' -> [80, 121]; '' or 'none' -> []; refused unless increasing."""
     if text.strip().lower() in ("", "none"):
         return []
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated epochs, e.g. 80,121")
+        raise argparse.ArgumentTypeError("expected comma-separated %s, e.g. %s"
+                                         % (unit, example))
     if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError("epochs are counted from 0")
+        raise argparse.ArgumentTypeError("%s are counted from 0" % unit)
     if any(b <= a for a, b in zip(values, values[1:])):
-        raise argparse.ArgumentTypeError("milestones must increase, e.g. 80,121")
+        raise argparse.ArgumentTypeError("milestones must increase, e.g. %s" % example)
     return values
+
+
+def iteration_milestones(text):
+    """'32000,48000' -> [32000, 48000], as ``milestones``."""
+    return milestones(text, "iterations", "32000,48000")
 
 
 def yes_no(text):
@@ -606,7 +871,10 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     models.add_network_arguments(parser, optional=True)
     parser.add_argument("--recipe", default=None,
-                        help="paper (default), seed, paper-preresnet or paper-wrn")
+                        help="paper (default: paper-preresnet or paper-wrn), seed, "
+                             "he2015, he2015-warmup (He et al. 2015's CIFAR ResNets), "
+                             "resnet-1k-layers (PreResNet-1001 as its authors' code trains "
+                             "it)")
     parser.add_argument("--data-dir", metavar="D",
                         help="folder holding cifar-10-batches-py/ (default: data/; "
                              "downloaded there when missing)")
@@ -632,6 +900,8 @@ def build_parser():
             recipe.add_argument(flag, choices=CHOICES[key], help=text)
         elif key == "lr_milestones":
             recipe.add_argument(flag, type=milestones, metavar=metavar, help=text)
+        elif key == "lr_milestone_iters":
+            recipe.add_argument(flag, type=iteration_milestones, metavar=metavar, help=text)
         elif kind is None:
             recipe.add_argument(flag, type=yes_no, metavar=metavar, help=text)
         else:
@@ -659,15 +929,21 @@ def new_run(parser, args):
         recipe = resolve_recipe(args.recipe or "paper", args.variant, overrides)
         info = models.network_info(args.variant, args.depth, args.width or 1,
                                    args.arch or "paper", args.dataset or "cifar10",
-                                   recipe["dropout"])
+                                   recipe["dropout"], args.unit or models.DEFAULT_UNIT,
+                                   args.shortcut or models.IDENTITY)
     except (ValueError, UserError) as error:
         parser.error(str(error))
     run_dir = args.out or os.path.join(
         utils.PROJECT_DIR, "runs", "%s-%s-%s" % (
             info["name"], recipe["name"], datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
-    if os.path.exists(os.path.join(run_dir, CHECKPOINT_NAME)):
+    found = run_files_in(run_dir)
+    if CHECKPOINT_NAME in found:
         parser.error("%s already holds a run; continue it with --resume %s, or choose "
                      "another --out" % (run_dir, run_dir))
+    if set(found) - set(STARTUP_FILES):
+        # a finished run whose checkpoint was deleted, or another program's results
+        parser.error("%s holds a run's files (%s): choose another --out (nothing there is "
+                     "replaced)" % (run_dir, ", ".join(found)))
     config = {"network": info, "recipe": recipe, "seed": args.seed or 0,
               "limit": args.limit or 0,
               "data_dir": os.path.abspath(args.data_dir or utils.DEFAULT_DATA_DIR),
@@ -683,6 +959,7 @@ def resumed_run(parser, args):
              if value is not None]
     given += [flag for flag, value in (("--out", args.out), ("--limit", args.limit),
                                        ("--arch", args.arch), ("--dataset", args.dataset),
+                                       ("--unit", args.unit), ("--shortcut", args.shortcut),
                                        ("--seed", args.seed), ("--recipe", args.recipe))
               if value is not None]
     if given:
@@ -728,6 +1005,8 @@ class RunLog:
             self.file.flush()
 
     def attach(self, path):
+        if self.file is not None:
+            return
         self.file = open(path, "a")
         for text in self.pending:
             self.file.write(text + "\n")
@@ -749,50 +1028,180 @@ def provenance(data):
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
+def limit_to_data(config, count, log):
+    """A --limit of the whole training set or more trains on all of it: the
+    very run made without --limit (so a full-recipe one, published as such)."""
+    limit = config["limit"]
+    if limit and limit >= count:
+        log("note: --limit %d is %s the %s training images: training on all of them, as "
+            "without --limit" % (limit, "more than" if limit > count else "all of",
+                                 format(count, ",")))
+        config["limit"] = 0
+
+
+def check_places_to_write(trainer, resume):
+    """Before anything is compiled: UserError unless the run folder and, for
+    a full-recipe run, the folder it publishes to can be written, with room
+    for its files, so that a run of days cannot fail at its end."""
+    run_dir, config = trainer.run_dir, trainer.config
+    problem = utils.unwritable(run_dir)
+    if problem:
+        raise UserError("cannot %s the run folder %s: %s; %s" % (
+            "write in" if resume else "create", run_dir, problem,
+            "make it writable and resume again" if resume else "choose another --out"))
+    # Room: the checkpoint (every parameter, the momentum buffers and, with a
+    # validation split, the best weights) twice while it is replaced, the
+    # final (and best) weights, the logs and curves; one weights file where
+    # it publishes.
+    weights_bytes = sum(p.get_value(borrow=True).nbytes for p in trainer.net.params)
+    best_bytes = weights_bytes if config["recipe"]["val_size"] else 0
+    checkpoint_bytes = weights_bytes + 4 * trainer.net.trainable_count + best_bytes
+    needs = {}
+    free, device = utils.free_bytes(run_dir)
+    needs[device] = [free, 2 * checkpoint_bytes + weights_bytes + best_bytes + 2 ** 18,
+                     run_dir, "--out"]
+    if trainer.run_record()["full_recipe"]:
+        target = published_path(config)
+        problem = utils.unwritable(os.path.dirname(target))
+        if problem:
+            raise UserError("%s: this full-recipe run could not publish its weights to %s "
+                            "when it ends; make that folder writable, or give a --data-dir "
+                            "you can write to (a folder holding a link to %s/ will do)"
+                            % (problem, target, utils.DATASETS[
+                                config["network"]["dataset"]]["folder"]))
+        free, device = utils.free_bytes(os.path.dirname(target))
+        needs.setdefault(device, [free, 0, os.path.dirname(target), "--data-dir"])
+        needs[device][1] += weights_bytes
+    for free, need, folder, flag in needs.values():
+        if need > free:
+            raise UserError("the disk holding %s has %.1f MB free; this run writes up to "
+                            "%.1f MB there (its checkpoint, twice while it is replaced, and "
+                            "its weights): free some space, or choose another %s" % (
+                                folder, free / 1e6, need / 1e6, flag))
+
+
+def update_summary(run_dir, **changes):
+    path = os.path.join(run_dir, SUMMARY_NAME)
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        summary = {"status": "finished"}
+    summary.update(changes)
+    utils.write_json(path, summary)
+
+
+def complete_finished_run(config, run_dir, log, attach):
+    """--resume of a run whose epochs are all done: do what its end could not
+    (write weights_final.npz from the last checkpoint, publish the weights: a
+    full disk, a folder that could not be written, a stop while finishing),
+    or say there is nothing to do. ``attach()`` opens output.log first."""
+    recipe = config["recipe"]
+    final = os.path.join(run_dir, "weights_final.npz")
+    done = False
+    if not os.path.isfile(final):
+        attach()
+        checkpoint = read_checkpoint(run_dir)
+        utils.write_weights(final, checkpoint["network"], checkpoint["names"],
+                            checkpoint["values"], checkpoint["stats"],
+                            records={"run": checkpoint["records"]["run"]})
+        log("wrote %s from the last checkpoint" % final)
+        update_summary(run_dir, weights=final)
+        done = True
+    best = os.path.join(run_dir, "weights_best.npz")
+    chosen = best if recipe["publish"] == "best_val" and os.path.isfile(best) else final
+    record = utils.read_npz_record(chosen, "run") or {}
+    target = published_path(config)
+    if record.get("full_recipe") and not os.path.exists(target):
+        attach()
+        try:
+            published, _ = publish(config, run_dir, chosen, record, log)
+        except UserError as error:
+            raise UserError("could not publish the weights of %s (%s); once that is fixed, "
+                            "run this again" % (run_dir, error))
+        update_summary(run_dir, published=published, not_published=None, publish_with=None)
+        return 0
+    if not done:
+        log("%s already finished %s; nothing to do" % (run_dir, _all_epochs(recipe["epochs"])))
+    return 0
+
+
+def stopped_advice(stopped, args, argv, run_dir):
+    """The line that says what to do after a stop at once (``loop.Stopped``)."""
+    if run_dir and os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME)):
+        return ("%s received while %s; the checkpoint is intact: continue with: python "
+                "train_nn.py --resume %s" % (stopped.name, stopped.doing, shlex.quote(run_dir)))
+    command = ["python", "train_nn.py"] + argv
+    if not args.out and run_dir and os.path.isdir(run_dir):
+        command += ["--out", run_dir]  # the folder it made, not a new one
+    return ("%s received while %s, before the first checkpoint: nothing to resume; start "
+            "again with the same command: %s"
+            % (stopped.name, stopped.doing, " ".join(shlex.quote(a) for a in command)))
+
+
 def main(argv=None):
     engine.compat.keep_freed_memory()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     args = parser.parse_args(argv)
     log = RunLog()
+    engine.compat.compile_lock_waits.say = log.error  # in output.log too
+    run_dir = None
     try:
-        try:
-            engine.compat.check_compiler()
-        except engine.compat.MissingCompiler as error:
-            raise UserError(str(error))
-        if args.resume:
-            if not os.path.isdir(args.resume):
-                parser.error("--resume %s: no such folder" % args.resume)
+        with loop.StopRequests(notify=log.error, at_once=True, doing="starting") as stop:
             try:
-                config, progress = resumed_run(parser, args)
-            except UserError as error:
-                parser.error(str(error))
-            if progress["epoch"] >= config["recipe"]["epochs"]:
-                print("%s already finished all %d epochs; nothing to do"
-                      % (args.resume, config["recipe"]["epochs"]))
-                return 0
-            run_dir = args.resume
-        else:
-            config, run_dir = new_run(parser, args)
-        # Data and settings first: a bad file or value stops the run before
-        # anything is written.
-        data = utils.load_dataset(config["network"]["dataset"], config["data_dir"], log=log)
-        trainer = Trainer(config, data, run_dir, log, warn=log.error)
-        if not args.resume:
-            try:
-                os.makedirs(run_dir, exist_ok=True)
-            except OSError as error:
-                raise UserError("cannot create the run folder %s: %s; choose another --out"
-                                % (run_dir, error.strerror or error))
-            config["source"] = provenance(data)
-            utils.write_json(os.path.join(run_dir, "config.json"), dict(
-                config, command=" ".join(["python", "train_nn.py"] + sys.argv[1:])))
-        log.attach(os.path.join(run_dir, "output.log"))
-        log("run folder: %s" % run_dir)
-        trainer.run(resume=bool(args.resume))
-        return 0
+                engine.compat.check_compiler()
+            except engine.compat.MissingCompiler as error:
+                raise UserError(str(error))
+            if args.resume:
+                if not os.path.isdir(args.resume):
+                    parser.error("--resume %s: no such folder" % args.resume)
+                try:
+                    config, progress = resumed_run(parser, args)
+                except utils.DamagedFile:
+                    raise
+                except UserError as error:
+                    parser.error(str(error))
+                run_dir = args.resume
+                if progress["epoch"] >= config["recipe"]["epochs"]:
+                    stop.doing = "finishing the run"
+                    return complete_finished_run(config, run_dir, log, lambda: log.attach(
+                        os.path.join(run_dir, "output.log")))
+            else:
+                config, run_dir = new_run(parser, args)
+            # Data, settings and every place the run writes first: a bad file
+            # or value, or a folder that cannot be written, stops the run
+            # before anything is compiled or written.
+            stop.doing = "loading the data"
+            data = utils.load_dataset(config["network"]["dataset"], config["data_dir"],
+                                      log=log)
+            if not args.resume:
+                limit_to_data(config, len(data["train_x"]), log)
+            stop.doing = "building the network"
+            trainer = Trainer(config, data, run_dir, log, warn=log.error)
+            check_places_to_write(trainer, bool(args.resume))
+            reused = not args.resume and bool(run_files_in(run_dir))
+            if not args.resume:
+                try:
+                    os.makedirs(run_dir, exist_ok=True)
+                except OSError as error:
+                    raise UserError("cannot create the run folder %s: %s; choose another "
+                                    "--out" % (run_dir, error.strerror or error))
+                config["source"] = provenance(data)
+                utils.write_json(os.path.join(run_dir, "config.json"), dict(
+                    config, command=" ".join(shlex.quote(a) for a in
+                                             ["python", "train_nn.py"] + argv)))
+            log.attach(os.path.join(run_dir, "output.log"))
+            log("run folder: %s%s" % (run_dir, " (again: its last start ended before its "
+                                               "first checkpoint)" if reused else ""))
+            trainer.run(resume=bool(args.resume), stop=stop)
+            return 0
     except UserError as error:
         log.error("error: %s" % error)
         return 1
+    except loop.Stopped as stopped:
+        log.error(stopped_advice(stopped, args, argv, run_dir))
+        return stopped.exit_code
     except Interrupted as interruption:
         return interruption.exit_code
     except KeyboardInterrupt:

@@ -17,6 +17,8 @@ import json
 import math
 import os
 import pickle
+import re
+import shlex
 import shutil
 import sys
 import tarfile
@@ -25,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -47,6 +50,11 @@ def published_weights_dir(data_dir, network_name):
 
 class UserError(Exception):
     """A problem the user can fix; the message says how. Printed as one line."""
+
+
+class DamagedFile(UserError):
+    """A file of this project whose bytes changed since it was written, or that
+    ends early; the message names the file, which of the two, and what to do."""
 
 
 # =============================================================================
@@ -545,11 +553,61 @@ def atomic_write(path, write):
             os.fsync(f.fileno())
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
-    except OSError as error:
+    except BaseException as error:  # a full disk, or Ctrl-C while writing
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
+        if not isinstance(error, OSError):
+            raise
         kept = " (the previous version is intact)" if os.path.exists(path) else ""
         raise UserError("could not write %s: %s%s" % (path, error.strerror or error, kept))
+
+
+def unwritable(folder):
+    """Why files cannot be created in ``folder``, or None when they can.
+
+    Tried, not read from permission bits (root ignores them; read-only mounts
+    and quotas do not show in them): the missing folders are made, a file is
+    written there and removed, and the folders made are removed again, so
+    that the check leaves nothing behind.
+    """
+    folder = os.path.abspath(folder)
+    missing, existing = [], folder
+    while not os.path.isdir(existing):
+        if os.path.lexists(existing):
+            return "%s is a file, not a folder" % existing
+        missing.append(existing)
+        existing = os.path.dirname(existing)
+    made = []
+    try:
+        for path in reversed(missing):
+            try:
+                os.mkdir(path)
+            except OSError as error:
+                return "%s cannot be made (%s)" % (path, error.strerror or error)
+            made.append(path)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+            os.close(fd)
+            os.remove(probe)
+        except OSError as error:
+            return "no file can be written in %s (%s)" % (folder, error.strerror or error)
+    finally:
+        for path in reversed(made):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+    return None
+
+
+def free_bytes(folder):
+    """Bytes this user may still write on the file system that holds (or
+    will hold) ``folder``, and that file system's device number."""
+    existing = os.path.abspath(folder)
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    status = os.statvfs(existing)
+    return status.f_bavail * status.f_frsize, os.stat(existing).st_dev
 
 
 def _mode_for(path):
@@ -587,9 +645,23 @@ def _json_default(value):
     raise TypeError("cannot store %r in JSON" % (value,))
 
 
-def read_npz(path, what="weights"):
-    """Load every array of an ``.npz`` without unpickling anything."""
+ZIP_SIGNATURE = b"PK\x03\x04"  # how every .npz (a zip archive) begins
+
+
+def read_npz(path, what="weights", advice="copy it again from where it came"):
+    """Load every array of an ``.npz`` without unpickling anything.
+
+    A file that cannot be read is one UserError: a ``DamagedFile`` when it is
+    an archive of ours whose bytes changed (a checksum or a header no longer
+    matches) or that ends early (a copy or a disk cut short), each followed by
+    ``advice`` (what to do); else it is not an ``.npz`` at all.
+    """
     if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(len(ZIP_SIGNATURE))
+        if head == ZIP_SIGNATURE or not head:
+            raise DamagedFile("%s is truncated (%s bytes, its end is missing): %s"
+                              % (path, format(os.path.getsize(path), ","), advice))
         raise UserError("%s: not an .npz file (a %s file of this project is a zip of "
                         "arrays)" % (path, what))
     try:
@@ -601,9 +673,48 @@ def read_npz(path, what="weights"):
         if "allow_pickle" in str(error):
             raise UserError("%s: holds pickled objects, which are never loaded; "
                             "not a %s file of this project" % (path, what))
-        raise UserError("%s: not a readable .npz %s file (%s)" % (path, what, error))
-    except (OSError, EOFError, KeyError) as error:  # zipfile errors are OSError/KeyError
-        raise UserError("%s: not a readable .npz %s file (%s)" % (path, what, error))
+        # an array's header no longer parses
+        raise DamagedFile("%s is damaged (%s): %s" % (path, error, advice))
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as error:
+        # BadZipFile: "Bad CRC-32 for file 'param_003.npy'", a header's bad magic
+        # number; EOFError: a member ends early
+        reason = re.sub(r"^Bad CRC-32 for file '(.*)'$", r"checksum of \1 wrong",
+                        str(error)) or type(error).__name__
+        raise DamagedFile("%s is damaged (%s): %s" % (path, reason, advice))
+    except OSError as error:
+        raise UserError("%s: cannot read this %s file (%s)"
+                        % (path, what, error.strerror or error))
+
+
+def read_npz_record(path, key):
+    """The JSON record ``key`` of an ``.npz`` written by ``write_weights``
+    (None where the file has none), reading that entry alone."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return json.loads(str(npz[key])) if key in npz.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, KeyError):
+        read_npz(path)  # says what is wrong with the file
+        raise
+
+
+def damaged_checkpoint_advice(run_dir):
+    """What to do about a damaged checkpoint of ``run_dir``: nothing older is
+    kept to resume from; the run's command (from its config.json) starts it
+    again elsewhere; its other weights files may still be evaluated."""
+    kept = [name for name in ("weights_final.npz", "weights_best.npz")
+            if os.path.isfile(os.path.join(run_dir, name))]
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            words = shlex.split(json.load(f)["command"])
+        if "--out" in words:
+            del words[words.index("--out"):words.index("--out") + 2]
+        again = ": " + " ".join(shlex.quote(w) for w in words + ["--out", "NEW_FOLDER"])
+    except (OSError, ValueError, KeyError, TypeError):
+        again = " (its command is in config.json)"
+    return ("no older checkpoint remains to resume from (train_nn.py keeps only the last); "
+            "start the run again in another folder%s%s" % (again, (
+                "; %s can still be evaluated with test_model.py --weights"
+                % " and ".join(kept)) if kept else ""))
 
 
 def read_npy(path):
@@ -650,8 +761,9 @@ def write_weights(path, network, names, values, stats, groups=None, records=None
     atomic_write(path, lambda f: savez(f, arrays))
 
 
-def read_weights(path, what="weights"):
-    """Read a weights file or checkpoint written by ``write_weights``.
+def read_weights(path, what="weights", advice="copy it again from where it came"):
+    """Read a weights file or checkpoint written by ``write_weights``
+    (``advice``: what to do when it is damaged, see ``read_npz``).
 
     Returns
     -------
@@ -660,7 +772,7 @@ def read_weights(path, what="weights"):
         ``groups`` (every other numbered group: name -> list of arrays) and
         ``records`` (every other JSON entry: name -> object).
     """
-    arrays = read_npz(path, what)
+    arrays = read_npz(path, what, advice)
     tag = str(arrays.get("format", ""))
     if tag not in (WEIGHTS_FORMAT, _OLD_CHECKPOINT_FORMAT):
         raise UserError("%s: not a %s file of this project (no '%s' format tag)"
@@ -721,7 +833,13 @@ def read_old_pklz(path):
             raw = f.read()
     except FileNotFoundError:
         raise UserError("%s: no such weights file" % path)
-    except (OSError, EOFError) as error:
+    except EOFError:
+        raise DamagedFile("%s is truncated (its end is missing): copy it again from where "
+                          "it came" % path)
+    except zlib.error as error:
+        raise DamagedFile("%s is damaged (%s): copy it again from where it came"
+                          % (path, error))
+    except OSError as error:  # gzip.BadGzipFile: not gzip at all, or a bad CRC
         raise UserError("%s: not a readable gzip file (%s)" % (path, error))
     values = safe_unpickle(raw, path)
     if not isinstance(values, list) or not all(isinstance(v, np.ndarray) for v in values):
@@ -745,48 +863,103 @@ def write_history_csv(path, history, columns):
     atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
 
 
-def plot_curves(path, history, title, paper_error=None, lr_drops=()):
-    """Training loss, and train/validation/test error per epoch on a log
-    scale (the last few per cent of a full run stay readable), the paper's
-    test error as a horizontal line when there is one, and the learning-rate
-    drops (1-based epochs) as vertical lines."""
+def percent(count, total):
+    """``count`` of ``total`` in per cent, with the decimals that tell every
+    possible count apart and no more (counts are ``100 / total`` per cent
+    apart: 10,000 images give 2 decimals, 50,000 give 3, 200 give 1, 100
+    none): 79.18, not 79.17999999999999."""
+    decimals = max(0, math.ceil(math.log10(total)) - 2)
+    return round(100.0 * count / total, decimals)
+
+
+def significant(value, digits):
+    """``value`` rounded to ``digits`` significant digits (a float32 result
+    holds about 7): 1.955220, not 1.9552198946475983."""
+    return float("%.*g" % (digits, value))
+
+
+def curves_figure(history, title, paper_error=None, lr_drops=()):
+    """The figure of ``plot_curves`` (a matplotlib Figure; close it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
+    last = epochs[-1] if epochs else 1
+    few = len(epochs) < 20  # a mark on every epoch: one epoch is a point, not nothing
+    marker = dict(marker="o", markersize=4) if few else {}
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(epochs, [row["train_loss"] for row in history], label="train loss")
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], label="train loss",
+                 **marker)
     ax_loss.set_ylabel("cross-entropy")
+    values = []
     for key, label in (("train_error", "train"), ("val_error", "validation"),
                        ("test_error", "test")):
-        points = [(row["epoch"], row[key]) for row in history
-                  if row.get(key) is not None and row[key] > 0]
-        if points:
-            ax_err.plot(*zip(*points), label=label, marker="." if len(points) < 20 else None)
+        rows = [row for row in history if row.get(key) is not None]
+        if not rows:
+            continue
+        # 0 % has no place on a log axis: the line breaks there (never joins
+        # the epochs around it) and the legend counts such epochs
+        zeros = sum(row[key] <= 0 for row in rows)
+        ax_err.plot([row["epoch"] for row in rows],
+                    [row[key] if row[key] > 0 else float("nan") for row in rows],
+                    label=label + (" (0 %% in %d epoch%s, not drawn)" % (
+                        zeros, "s" if zeros > 1 else "") if zeros else ""),
+                    **(marker or (dict(marker=".", markersize=3) if zeros else {})))
+        values += [row[key] for row in rows if row[key] > 0]
     if paper_error is not None:
         ax_err.axhline(paper_error, color="k", linestyle="--",
                        label="paper test error %.2f %%" % paper_error)
+        values.append(paper_error)
     ax_err.set_yscale("log")
-    plain = FuncFormatter(lambda value, _: "%g" % value)
-    low, high = ax_err.get_ylim()
-    ax_err.yaxis.set_major_formatter(plain)
-    # every minor tick labelled on a decade or less, else 2, 3 and 5 of each decade
-    some = FuncFormatter(lambda value, _: "%g" % value if value > 0 and round(
-        value / 10 ** math.floor(math.log10(value))) in (2, 3, 5) else "")
-    ax_err.yaxis.set_minor_formatter(plain if high / low < 12 else some)
+    if values:
+        _error_axis(ax_err.yaxis, min(values) / 1.15, max(values) * 1.15)
     ax_err.set_ylabel("error (%, log scale)")
+    drops = [drop for drop in lr_drops if drop <= last]
     for ax in (ax_loss, ax_err):
-        ax.set_xlabel("epoch" + (" (dotted: learning-rate drops)" if lr_drops else ""))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for drop in lr_drops:
-            if epochs and drop <= epochs[-1]:
-                ax.axvline(drop, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("epoch")
+        if few:
+            ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        for i, drop in enumerate(drops):
+            ax.axvline(drop, color="grey", linewidth=0.8, linestyle=":",
+                       label="learning-rate drop" if i == 0 else "_nolegend_")
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def _error_axis(axis, low, high):
+    """Ticks of a log error axis from ``low`` to ``high`` per cent, every one
+    labelled in plain numbers, at least three: evenly spaced on a narrow range
+    (a short run's 60-75 %), every 1-9 of a decade up to a decade (30, 40 ...
+    80), 1-2-3-5 up to two decades, 1-2-5 beyond (0.1 ... 50 for a full run)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, \
+        NullLocator
+    axis.axes.set_ylim(low, high)
+    if high / low < 3:
+        axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10]))
+        axis.set_minor_locator(NullLocator())
+    else:
+        subs = (tuple(range(1, 10)) if high / low < 10 else
+                (1.0, 2.0, 3.0, 5.0) if high / low < 100 else (1.0, 2.0, 5.0))
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
+        axis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: "%g" % value))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot_curves(path, history, title, paper_error=None, lr_drops=()):
+    """Write ``path`` (a PNG): the training loss, and the train, validation and
+    test error per epoch on a log scale (the last few per cent of a full run
+    stay readable), the paper's test error as a horizontal line when there is
+    one, and the learning-rate drops (1-based epochs) reached so far as dotted
+    vertical lines. ``title`` is also the PNG's Title entry."""
+    import matplotlib.pyplot as plt
+    fig = curves_figure(history, title, paper_error, lr_drops)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Title": title})
     plt.close(fig)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))

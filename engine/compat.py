@@ -19,7 +19,13 @@ Import this module before anything imports Theano or Lasagne (``models.py``,
 4. tells glibc to keep freed memory for reuse (see ``keep_freed_memory``);
 5. when Theano's device is a GPU, ends the program with one line if no GPU
    can be used (``GpuUnavailable``), instead of Theano's traceback and a
-   silent fall-back to the CPU.
+   silent fall-back to the CPU;
+6. replaces Theano's compile-lock messages (repeated INFO lines that advise
+   deleting a lock whose owner may be alive) with one line of ours per
+   program waited for (``compile_lock_waits``);
+7. leaves a missing C++ compiler to ``check_compiler``'s one line: Theano's
+   own warnings about it ("g++ not detected ... set Theano flags cxx to an
+   empty string") advise the opposite of what this project needs.
 
 Nothing else: the layers Lasagne 0.1 lacks live in ``engine.layers``.
 """
@@ -30,9 +36,12 @@ import glob
 import importlib.util
 import logging
 import os
+import re
+import socket
 import stat
 import sys
 import tempfile
+import time
 import types
 import warnings
 
@@ -194,15 +203,99 @@ def check_compiler():
     compile its C code (it would fail later with a traceback from deep inside,
     e.g. ``MethodNotDefined: perform``)."""
     import sysconfig
-    missing = []
+    missing, packages = [], []
     if not theano.config.cxx:
-        missing.append("a C++ compiler (g++)")
+        missing.append("g++ (the GNU C++ compiler)")
+        packages.append("g++")
     if not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
-        missing.append("the Python headers (Python.h)")
+        version = "%d.%d" % sys.version_info[:2]
+        missing.append("Python %s's headers (Python.h)" % version)
+        packages.append("python%s-dev" % version)
     if missing:
         raise MissingCompiler(
-            "Theano compiles C code and needs %s: install them (Debian/Ubuntu: apt-get "
-            "install g++ python3-dev) and run again" % " and ".join(missing))
+            "Theano compiles C++ code and needs %s: install %s (Debian/Ubuntu: sudo apt-get "
+            "install %s) and run again" % (" and ".join(missing),
+                                           "them" if len(missing) > 1 else "it",
+                                           " ".join(packages)))
+
+
+def _drop_missing_compiler_warning(record):
+    """Theano's "g++ not detected ! ... To remove this warning, set Theano
+    flags cxx to an empty string": ``check_compiler`` says what to do."""
+    return not record.getMessage().startswith("g++ not detected")
+
+
+class _CompileLockWaits(logging.Filter):
+    """Theano's compile lock (theano.gof.compilelock) logs, each time it waits
+    for a lock held by another process, "Waiting for existing lock by process
+    '123' (I am process '456')" and "To manually release the lock, delete
+    .../lock_dir", at INFO level, which Theano shows: a program evaluating
+    beside a training run that compiles prints them again and again, and the
+    advice would break the other program while it is alive. Instead, ``say``
+    (stderr unless a program sets it) gets one line per process waited for,
+    naming it and since when this program waits; the lock's other INFO lines
+    are dropped, and its warnings about taking over a lock are said in our
+    words."""
+
+    WAITING = re.compile(r"Waiting for existing lock by (?:process '(\d+)'|(unknown process))")
+    OVERRIDING = re.compile(r"Overriding existing lock by (dead )?(?:process '(\d+)'|"
+                            r"unknown process)")
+
+    def __init__(self):
+        super().__init__()
+        self.say = lambda text: print(text, file=sys.stderr, flush=True)
+        self.told = set()
+
+    def filter(self, record):
+        message = record.getMessage()
+        waiting = self.WAITING.match(message)
+        if waiting:
+            holder = waiting.group(1) or "unknown"
+            if holder not in self.told:
+                self.told.add(holder)
+                self.say("waiting since %s for Theano's compile lock, held by %s; this "
+                         "program goes on when it is released"
+                         % (time.strftime("%H:%M:%S"), self.describe(holder)))
+            return False
+        overriding = self.OVERRIDING.match(message)
+        if overriding:
+            dead, holder = overriding.group(1), overriding.group(2) or "unknown"
+            self.say("taking over Theano's compile lock from %s, %s" % (
+                self.describe(holder), "which has ended" if dead else
+                "which has held it for over %d s without a sign of life (compile.timeout)"
+                % _theano_config().compile.timeout))
+            return False
+        return record.levelno > logging.INFO  # "Refreshing lock", "To manually release"
+
+    @staticmethod
+    def describe(pid):
+        """``process 123 (python train_nn.py normal 18)``, or on another host
+        (a compile folder shared over the network) ``process 123 on host h``."""
+        if pid == "unknown":
+            return "a process that cannot be told (its lock file is unreadable)"
+        try:
+            with open(os.path.join(_theano_config().compiledir, "lock_dir", "lock")) as f:
+                host = f.readline().strip().split("_", 2)[2]
+        except (OSError, IndexError, AttributeError):
+            host = socket.gethostname()
+        if host != socket.gethostname():
+            return "process %s on host %s" % (pid, host)
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            return "process %s" % pid
+        if len(command) > 100:
+            command = command[:97] + "..."
+        return "process %s (%s)" % (pid, command) if command else "process %s" % pid
+
+
+def _theano_config():
+    # sys.modules: the compile lock is also taken while ``import theano`` runs
+    return sys.modules["theano"].config
+
+
+compile_lock_waits = _CompileLockWaits()
 
 
 def keep_freed_memory():
@@ -303,11 +396,17 @@ def _require_gpu(failure):
 
 configure_theano()
 logging.getLogger("theano.tensor.blas").addFilter(_drop_blas_library_warning)
+logging.getLogger("theano.configdefaults").addFilter(_drop_missing_compiler_warning)
+logging.getLogger("theano.gof.compilelock").addFilter(compile_lock_waits)
 sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 _gpu_init_failure = _watch_gpu_init()
 with warnings.catch_warnings():
-    # Theano 1.0.5 on Python 3.11 warns about its own deprecated imports.
+    # Theano 1.0.5 on Python 3.11 warns about its own deprecated imports, and
+    # (a UserWarning) that a missing compiler "is deprecated": check_compiler;
+    # with device=cuda its gpuarray package imports pkg_resources (see below).
     warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message="DeprecationWarning: there is no c\\+\\+ compiler")
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     import theano  # noqa: E402
 _require_gpu(_gpu_init_failure)
 _shim_lasagne_01()

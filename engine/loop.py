@@ -4,8 +4,9 @@
   compiled step runs (the C ops release the GIL), in order and independent of
   timing.
 - ``Progress``: progress with the time left, on a terminal or in a log.
-- ``StopRequests`` / ``Interrupted``: SIGINT and SIGTERM stop a loop between
-  two steps, so that it can save first.
+- ``StopRequests`` / ``Interrupted`` / ``Stopped``: SIGINT and SIGTERM stop a
+  loop between two steps, so that it can save first, or at once where there
+  is nothing to save.
 - ``compute_threads``, ``library_versions``, ``machine_description``,
   ``git_state``: what a run records about where it ran.
 """
@@ -156,18 +157,38 @@ class Progress:
 
 
 class Interrupted(Exception):
+    """SIGINT or SIGTERM, honoured between two steps (``StopRequests.check``)."""
+
     def __init__(self, signum):
         super().__init__(signum)
-        self.exit_code = 128 + signum
+        self.signum, self.name, self.exit_code = signum, signal.Signals(signum).name, 128 + signum
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM while there is nothing to save (``StopRequests``'
+    ``at_once``): the program stops at once. ``doing`` says what it was doing.
+    A KeyboardInterrupt, so that no ``except Exception`` (Theano has several
+    while it compiles) can swallow it."""
+
+    def __init__(self, signum, doing):
+        super().__init__(signum)
+        self.signum, self.name, self.exit_code = signum, signal.Signals(signum).name, 128 + signum
+        self.doing = doing
 
 
 class StopRequests:
     """SIGINT / SIGTERM set a flag the loop checks after each step, so the step
     in progress finishes and the run can save; a second signal stops at once
-    (KeyboardInterrupt). ``notify(text)`` says so (default: stderr)."""
+    (KeyboardInterrupt). ``notify(text)`` says so (default: stderr).
 
-    def __init__(self, notify=None):
+    While ``at_once`` is true (compiling, finishing: phases with nothing to
+    save or that cannot wait), a signal raises ``Stopped`` at once, carrying
+    ``doing``, the phase's name, for the program to say what to do next.
+    """
+
+    def __init__(self, notify=None, at_once=False, doing="working"):
         self.signum = None
+        self.at_once, self.doing = at_once, doing
         self._previous = {}
         self._notify = notify or (lambda text: sys.stderr.write(text + "\n"))
 
@@ -177,6 +198,8 @@ class StopRequests:
         return self
 
     def _handle(self, signum, frame):
+        if self.at_once:
+            raise Stopped(signum, self.doing)
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum

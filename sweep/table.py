@@ -48,7 +48,16 @@ PUBLISHED = os.path.join(HERE, "published.csv")
 SWEEP_FILE = "sweep.json"
 SCRIPT_NAME = "table.sbatch"
 DATASETS = ("cifar10", "cifar100")
-RECIPES = ("paper", "seed", "paper-preresnet", "paper-wrn")
+RECIPES = ("paper", "seed", "paper-preresnet", "paper-wrn", "he2015", "he2015-warmup",
+           "resnet-1k-layers")
+# The tables of published.csv (its `table` column): `papers` is the default.
+DEFAULT_TABLE = "papers"
+# train_nn.py's --unit and --shortcut defaults: a network is (variant, n, k,
+# unit, shortcut).
+DEFAULT_UNIT, IDENTITY = "full-preact", "identity"
+UNIT_WORDS = {"original": None, "bn-after-add": "BN after addition",
+              "relu-before-add": "ReLU before addition",
+              "relu-preact": "ReLU-only pre-activation", "full-preact": None}
 # train_nn.py exits with 128 + signal number after saving on SIGINT / SIGTERM.
 INTERRUPTED = (130, 143)
 # Arguments that identify a run's row, or that do not change its results:
@@ -79,30 +88,69 @@ def papers_convention(variant, n):
     return (layers(variant, n) in (164, 1001)) == (variant == "bottleneck")
 
 
-def network_display(variant, n, k=1):
-    """PreResNet-110, WRN-16-4; `PreResNet-110 (bottleneck)` for bottleneck 12."""
+def shortcut_words(shortcut, slug):
+    """`exclusive-gating:-6` -> `exclusive-gating-bg-6` or `exclusive gating, b_g -6`
+    (train_nn.py's names for He et al. 2016's Table 1 shortcuts)."""
+    kind, _, values = shortcut.partition(":")
+    numbers = [float(v) for v in values.split(",")] if values else []
+    if kind == "scaling":
+        return ("scaling%g-%g" % tuple(numbers) if slug else
+                "constant scaling, %g on the shortcut, %g on F" % tuple(numbers))
+    if kind.endswith("gating"):
+        return ("%s-bg%g" % (kind, numbers[0]) if slug else "%s, b_g %g" % (
+            {"exclusive-gating": "exclusive gating",
+             "shortcut-gating": "shortcut-only gating"}[kind], numbers[0]))
+    if kind == "dropout":
+        return "dropout%g" % numbers[0] if slug else "dropout %g shortcut" % numbers[0]
+    return kind if slug else {"conv1x1": "1x1 conv shortcut"}.get(kind, kind)
+
+
+def network_display(variant, n, k=1, unit=DEFAULT_UNIT, shortcut=IDENTITY):
+    """PreResNet-110, WRN-16-4, ResNet-20 (original unit), `ResNet-110 (BN after
+    addition)`; `PreResNet-110 (bottleneck)` for bottleneck 12."""
     if variant == "wide":
         return "WRN-%d-%d" % (layers(variant, n), k)
-    name = "PreResNet-%d" % layers(variant, n)
+    name = "%sResNet-%d" % ("Pre" if unit == DEFAULT_UNIT else "", layers(variant, n))
+    details = [UNIT_WORDS[unit]] if UNIT_WORDS.get(unit) else []
+    if shortcut != IDENTITY:
+        details.append(shortcut_words(shortcut, slug=False))
     if not papers_convention(variant, n):
-        name += " (%s)" % ("bottleneck" if variant == "bottleneck" else "basic")
-    return name
+        details.insert(0, "bottleneck" if variant == "bottleneck" else "basic")
+    return name + (" (%s)" % "; ".join(details) if details else "")
 
 
-def network_slug(variant, n, k=1):
-    """File-safe: preresnet110, wrn16-4, preresnet110-bottleneck."""
+def network_slug(variant, n, k=1, unit=DEFAULT_UNIT, shortcut=IDENTITY):
+    """File-safe: preresnet110, wrn16-4, preresnet110-bottleneck, resnet20,
+    resnet110-bn-after-add, resnet110-exclusive-gating-bg-6."""
     if variant == "wide":
         return "wrn%d-%d" % (layers(variant, n), k)
-    slug = "preresnet%d" % layers(variant, n)
+    slug = "%sresnet%d" % ("pre" if unit == DEFAULT_UNIT else "", layers(variant, n))
+    if unit not in (DEFAULT_UNIT, "original"):
+        slug += "-" + unit
+    if shortcut != IDENTITY:
+        slug += "-" + shortcut_words(shortcut, slug=True)
     if not papers_convention(variant, n):
         slug += "-bottleneck" if variant == "bottleneck" else "-basic"
     return slug
 
 
 def parse_network(text):
-    """`normal 18`, `wide 2 4` or a paper name (PreResNet-110, PreResNet-164,
-    WRN-16-4, WRN-28-10, any WRN-d-k) -> (variant, n, k)."""
-    words = text.replace(",", " ").split()
+    """`normal 18`, `wide 2 4`, `normal 18 --unit original --shortcut conv1x1`
+    or a paper name (PreResNet-110, PreResNet-164, WRN-16-4, WRN-28-10, any
+    WRN-d-k; ResNet-20 ... ResNet-1202 have the original unit) -> (variant, n,
+    k, unit, shortcut)."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = []
+    options = {"--unit": None, "--shortcut": IDENTITY}
+    while len(words) >= 2 and words[-2] in options:
+        options[words[-2]] = words[-1]
+        words = words[:-2]
+    words = " ".join(words).replace(",", " ").split()
+    unit = options["--unit"]
+    if unit is not None and unit not in UNIT_WORDS:
+        raise SweepError("network %r: --unit is one of %s" % (text, ", ".join(UNIT_WORDS)))
     if words and words[0] in ("normal", "bottleneck", "wide"):
         try:
             numbers = [int(w) for w in words[1:]]
@@ -110,45 +158,90 @@ def parse_network(text):
             numbers = []
         wide = words[0] == "wide"
         if len(numbers) == (2 if wide else 1) and min(numbers) >= 1:
-            return (words[0], numbers[0], numbers[1] if wide else 1)
+            return (words[0], numbers[0], numbers[1] if wide else 1,
+                    unit or DEFAULT_UNIT, options["--shortcut"])
         raise SweepError("network %r: expected `%s`" % (
             text, "wide DEPTH WIDTH" if wide else words[0] + " DEPTH"))
-    compact = text.strip().lower().replace("_", "-")
-    match = re.fullmatch(r"(?:pre-?)?resnet-?(\d+)", compact)
+    compact = " ".join(words).strip().lower().replace("_", "-")
+    match = re.fullmatch(r"(pre-?)?resnet-?(\d+)", compact)
     if match:
-        depth = int(match.group(1))
+        depth = int(match.group(2))
         variant = "bottleneck" if depth in (164, 1001) else "normal"
         per_unit = 9 if variant == "bottleneck" else 6
         if (depth - 2) % per_unit == 0 and depth > 2:
-            return (variant, (depth - 2) // per_unit, 1)
+            named = DEFAULT_UNIT if match.group(1) else "original"
+            return (variant, (depth - 2) // per_unit, 1, unit or named, options["--shortcut"])
     match = re.fullmatch(r"wrn-?(\d+)-(\d+)", compact)
     if match and (int(match.group(1)) - 4) % 6 == 0 and int(match.group(1)) > 4:
-        return ("wide", (int(match.group(1)) - 4) // 6, int(match.group(2)))
+        return ("wide", (int(match.group(1)) - 4) // 6, int(match.group(2)),
+                unit or DEFAULT_UNIT, options["--shortcut"])
     raise SweepError("network %r: give a paper name (PreResNet-110, PreResNet-164, "
-                     "WRN-16-4, WRN-28-10) or train_nn.py's `TYPE DEPTH [WIDTH]`, "
-                     "e.g. `normal 18`" % text)
+                     "WRN-16-4, WRN-28-10, ResNet-20) or train_nn.py's `TYPE DEPTH [WIDTH] "
+                     "[--unit U] [--shortcut S]`, e.g. `normal 18`" % text)
+
+
+def split_networks(text):
+    """--networks' comma-separated list; a comma inside a shortcut's values
+    (`--shortcut scaling:0.5,0.5`) does not split."""
+    pieces = []
+    for piece in text.split(","):
+        if pieces and re.match(r"\s*[-\d.]", piece):
+            pieces[-1] += "," + piece
+        elif piece.strip():
+            pieces.append(piece)
+    return pieces
 
 
 def network_words(network):
-    variant, n, k = network
-    return [variant, str(n)] + ([str(k)] if variant == "wide" else [])
+    variant, n, k, unit, shortcut = network
+    return ([variant, str(n)] + ([str(k)] if variant == "wide" else []) +
+            (["--unit", unit] if unit != DEFAULT_UNIT else []) +
+            (["--shortcut", shortcut] if shortcut != IDENTITY else []))
 
 
 # =============================================================================
 # The published numbers (sweep/published.csv, with their sources)
 
 
+FAILED = "fail"   # He et al. 2016 Table 1: "when the test error is higher than 20%"
+
+
 def read_published(path=PUBLISHED):
-    """{(variant, n, k, dataset, dropout > 0): row of published.csv}"""
+    """{(variant, n, k, unit, shortcut, dataset, dropout > 0, recipe): row of
+    published.csv}; a row's `tables` are the tables it belongs to, its `paper`
+    a number or "fail"."""
     table = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             network = parse_network(row["command"])
             for key in ("paper", "old_repository"):
-                row[key] = float(row[key]) if row[key] else None
+                row[key] = (row[key] if row[key] == FAILED else
+                            float(row[key]) if row[key] else None)
             row["dropout"] = float(row["dropout"])
-            table[network + (row["dataset"], row["dropout"] > 0)] = row
+            row["tables"] = row["table"].split()
+            table[network + (row["dataset"], row["dropout"] > 0, row["recipe"])] = row
     return table
+
+
+def published_recipe(recipe):
+    """The recipe a published number is filed under: the variant's paper
+    recipe under `paper`, the others under their own names."""
+    return "paper" if recipe in ("paper-preresnet", "paper-wrn") else recipe
+
+
+def published_row(published, network, dataset, dropout, recipe):
+    """The published row for a run of ``recipe`` (train_nn.py's name), else the
+    paper recipe's, else the network's only one (as train_nn.py prints it)."""
+    found = {key[7]: row for key, row in published.items()
+             if key[:7] == tuple(network) + (dataset, dropout > 0)}
+    for choice in (published_recipe(recipe), "paper"):
+        if choice in found:
+            return found[choice]
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def table_names(published):
+    return sorted({name for row in published.values() for name in row["tables"]})
 
 
 # =============================================================================
@@ -181,24 +274,29 @@ def task_name(network, dataset, recipe, dropout, seed):
     return "%s-seed%d" % (name, seed)
 
 
-def make_tasks(networks, datasets, dropouts, recipes, seeds, published):
-    """The runs of the selection. Unless given, the datasets and dropouts of a
-    network are the papers' (CIFAR-10 without dropout for a network the papers
-    do not report)."""
+def make_tasks(networks, datasets, dropouts, recipes, seeds, published, table=None):
+    """The runs of the selection. Unless given, the datasets, dropouts and
+    recipes of a network are those the papers report (in ``table`` if given;
+    CIFAR-10 without dropout and the paper recipe for a network the papers do
+    not report)."""
     rows = []
     for network in networks:
-        reported = sorted({(key[3], published[key]["dropout"]) for key in published
-                           if key[:3] == network}, key=lambda p: (DATASETS.index(p[0]), p[1]))
-        for dataset in datasets or sorted({d for d, _ in reported}, key=DATASETS.index) \
+        reported = sorted({(key[5], published[key]["dropout"], key[7]) for key in published
+                           if key[:5] == network and (table is None or
+                                                      table in published[key]["tables"])},
+                          key=lambda p: (DATASETS.index(p[0]), p[1], p[2] != "paper", p[2]))
+        for dataset in datasets or sorted({d for d, _, _ in reported}, key=DATASETS.index) \
                 or ["cifar10"]:
             for dropout in dropouts if dropouts is not None else \
-                    [p for d, p in reported if d == dataset] or [0.0]:
+                    list(dict.fromkeys(p for d, p, _ in reported if d == dataset)) or [0.0]:
                 if dropout and network[0] != "wide":
                     raise SweepError("dropout is defined for wide networks only, not %s"
                                      % network_display(*network))
                 if not 0 <= dropout < 1:
                     raise SweepError("dropout must be in [0, 1), got %g" % dropout)
-                rows += [(network, dataset, recipe, dropout) for recipe in recipes]
+                chosen = recipes or [r for d, p, r in reported
+                                     if d == dataset and p == dropout] or ["paper"]
+                rows += [(network, dataset, recipe, dropout) for recipe in chosen]
     # Seed by seed: a first run of every row comes before a second of any.
     tasks = []
     for seed in seeds:
@@ -228,7 +326,7 @@ def common_args(args):
 def selection_given(args):
     return any(getattr(args, key) is not None for key in (
         "networks", "datasets", "dropouts", "recipes", "seeds", "epochs", "limit",
-        "train_args"))
+        "train_args", "table"))
 
 
 def resolve_sweep(args):
@@ -245,10 +343,17 @@ def resolve_sweep(args):
         sweep = old
     else:
         published = read_published()
-        networks = ([parse_network(text) for text in args.networks.split(",") if text.strip()]
-                    if args.networks else list(dict.fromkeys(key[:3] for key in published)))
-        tasks = make_tasks(networks, args.datasets, args.dropouts, args.recipes or ["paper"],
-                           args.seeds if args.seeds is not None else list(range(5)), published)
+        table = args.table
+        if table is not None and table not in table_names(published):
+            raise SweepError("--table %s: choose from %s"
+                             % (table, ", ".join(table_names(published))))
+        networks = ([parse_network(text) for text in split_networks(args.networks)]
+                    if args.networks else list(dict.fromkeys(
+                        key[:5] for key, row in published.items()
+                        if (table or DEFAULT_TABLE) in row["tables"])))
+        tasks = make_tasks(networks, args.datasets, args.dropouts, args.recipes,
+                           args.seeds if args.seeds is not None else list(range(5)), published,
+                           table)
         common = common_args(args)
         sweep = {"created": datetime.datetime.now().isoformat(timespec="seconds"),
                  "common_args": common, "tasks": tasks, "jobs": []}
@@ -669,7 +774,8 @@ def read_run(folder):
         for row in read_csv_rows(os.path.join(folder, "log.csv")):
             history.append({"epoch": int(row["epoch"]), "val_error": number(row["val_error"]),
                             "test_error": number(row["test_error"])})
-    network = (info["variant"], info["depth"], info["width"])
+    network = (info["variant"], info["depth"], info["width"], info.get("unit", DEFAULT_UNIT),
+               info.get("shortcut", IDENTITY))
     words = shlex.split(config.get("command", ""))[2:]
     epochs = recipe["epochs"]
     done = history[-1]["epoch"] if history else 0
@@ -697,7 +803,8 @@ def read_run(folder):
 
 def not_started(sweep_dir, task, common):
     """A sweep task without a run folder yet, as an unfinished run."""
-    network = tuple(task["network"])
+    # (a sweep.json written before units and shortcuts has (variant, n, k))
+    network = tuple(task["network"]) + (DEFAULT_UNIT, IDENTITY)[len(task["network"]) - 3:]
     recipe = task["recipe"]
     if recipe == "paper":
         recipe = "paper-wrn" if network[0] == "wide" else "paper-preresnet"
@@ -741,7 +848,9 @@ def row_key(run):
 def row_order(key):
     network, arch, dataset, recipe, dropout, overrides = key
     return (DATASETS.index(dataset) if dataset in DATASETS else 9, network[0] == "wide",
-            layers(network[0], network[1]) * 100 + network[2], arch, recipe, dropout, overrides)
+            layers(network[0], network[1]) * 100 + network[2],
+            list(UNIT_WORDS).index(network[3]) if network[3] in UNIT_WORDS else 9, network[4],
+            arch, recipe, dropout, overrides)
 
 
 def summarise(runs, published):
@@ -754,7 +863,8 @@ def summarise(runs, published):
         members = sorted(groups[key], key=lambda r: (r["seed"] is None, r["seed"], r["name"]))
         finals = [r["final"] for r in members if r["finished"]]
         bests = [r["best"][2] for r in members if r["best"] and r["best"][2] is not None]
-        ref = published.get(key[0] + (key[2], key[4] > 0)) if key[1] == "paper" else None
+        ref = published_row(published, key[0], key[2], key[4], key[3]) \
+            if key[1] == "paper" else None
         row = {"key": key, "runs": members, "network": members[0]["display"],
                "dataset": key[2], "recipe": key[3], "dropout": key[4], "overrides": key[5],
                "finished": len(finals), "unfinished": len(members) - len(finals),
@@ -769,7 +879,7 @@ def summarise(runs, published):
                "paper_source": ref["paper_source"] if ref else "",
                "old_repository": ref["old_repository"] if ref else None,
                "old_repository_note": ref["old_repository_note"] if ref else ""}
-        if row["median"] is not None and row["paper"] is not None:
+        if row["median"] is not None and row["paper"] not in (None, FAILED):
             row["difference"] = row["median"] - row["paper"]
             row["uncertainty"] = (MEDIAN_SE * row["std"] / math.sqrt(len(finals))
                                   if row["std"] is not None else None)
@@ -821,7 +931,7 @@ def markdown(rows, title):
         best = (fmt(row["best_val_median"]) + (" (n=%d)" % row["best_val_runs"]
                                                if row["best_val_runs"] != row["finished"]
                                                else "")) if row["validation"] else "n/a"
-        paper = fmt(row["paper"])
+        paper = "fail (> 20)" if row["paper"] == FAILED else fmt(row["paper"])
         if row["paper"] is not None:
             paper += " " + note("paper: " + row["paper_source"])
         old = fmt(row["old_repository"])
@@ -910,7 +1020,7 @@ def plot(rows, path):
             label = "seed %s%s" % (run["seed"], "" if run["finished"] else " (unfinished)")
             ax.plot(epochs, errors, linestyle="-" if run["finished"] else "--",
                     marker="." if len(epochs) < 20 else None, linewidth=1, label=label)
-        if row["paper"] is not None:
+        if row["paper"] not in (None, FAILED):
             ax.axhline(row["paper"], color="k", linestyle="--", linewidth=1,
                        label="paper %.2f %%" % row["paper"])
         if row["old_repository"] is not None:
@@ -981,17 +1091,26 @@ def add_selection(parser):
         "the runs (default: the papers' table - PreResNet-110/164, WRN-16-4, WRN-28-10 on "
         "the datasets and dropouts the papers report - with seeds 0-4; a folder that "
         "holds a sweep keeps its runs and gets any new ones added)")
+    group.add_argument("--table", metavar="TABLE",
+                       help="the rows of a published table (sweep/published.csv): papers "
+                            "(default), he2016-units (He et al. 2016 Table 2: the residual "
+                            "units), he2016-shortcuts (its Table 1), he2016-1001 "
+                            "(ResNet-1001), he2015 (He et al. 2015 Table 6)")
     group.add_argument("--networks", metavar="LIST",
-                       help="comma-separated: paper names (PreResNet-110,WRN-16-4) or "
-                            "train_nn.py's TYPE DEPTH [WIDTH] (\"normal 18,wide 2 4\")")
+                       help="comma-separated: paper names (PreResNet-110,WRN-16-4,ResNet-20) "
+                            "or train_nn.py's TYPE DEPTH [WIDTH] [--unit U] [--shortcut S] "
+                            "(\"normal 18,wide 2 4\")")
     group.add_argument("--dataset", "--datasets", dest="datasets", metavar="LIST",
                        type=lambda text: [d.strip() for d in text.split(",")],
                        help="cifar10, cifar100 or both (default: the papers')")
-    group.add_argument("--dropout", dest="dropouts", type=number_list, metavar="LIST",
+    group.add_argument("--dropout", "--dropouts", dest="dropouts", type=number_list,
+                       metavar="LIST",
                        help="e.g. 0,0.3 (default: the papers'; wide networks only)")
     group.add_argument("--recipe", "--recipes", dest="recipes", metavar="LIST",
                        type=lambda text: [r.strip() for r in text.split(",")],
-                       help="paper (default), seed (the old repository's), or both: paper,seed")
+                       help="paper, seed (the old repository's), he2015, he2015-warmup, "
+                            "resnet-1k-layers, or several: paper,seed (default: those the "
+                            "papers report for each network)")
     group.add_argument("--seeds", type=seed_list, metavar="N|LIST",
                        help="5: seeds 0-4 (default); 0,3,7: those seeds")
     group.add_argument("--epochs", type=int, help="train_nn.py --epochs for every run")

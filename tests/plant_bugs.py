@@ -1,7 +1,7 @@
 """Plant realistic bugs, one at a time, in a temporary copy of the project, and
 check that the tests meant to catch each one fail with it and pass without it.
 
-    python tests/plant_bugs.py                  # all of them (about 20 minutes)
+    python tests/plant_bugs.py                  # all of them (40 minutes or so)
     python tests/plant_bugs.py --list
     python tests/plant_bugs.py wrn-no-momentum-restart no-flips
     python tests/plant_bugs.py --keep           # leave the copy for a look
@@ -30,6 +30,19 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 W = "tests/test_wiring.py::"
 S = "tests/test_sources.py::"
+E = "tests/test_evaluation.py::"
+RESUME = "tests/test_resume.py::"
+U = "tests/test_user_path.py::"
+O = "tests/test_old_weights.py::"
+E2E = "tests/test_end_to_end.py::"
+SWEEP = "tests/test_sweep.py::"
+D = "tests/test_data.py::"
+R = "tests/test_run_safety.py::"
+UN = "tests/test_units.py::"
+H = "tests/test_he_recipes.py::"
+ORDER = UN + "test_every_unit_orders_bn_relu_weights_and_addition_as_fig4"
+SAME = UN + "test_every_unit_computes_what_pytorch_computes"
+SAME_SHORTCUT = UN + "test_every_shortcut_computes_what_pytorch_computes"
 
 
 def wiring(test, family):
@@ -43,6 +56,8 @@ DECAY = "test_weight_decay_reaches_the_parameters_the_source_decays"
 BATCHES = "test_batches_are_padded_cropped_and_flipped_as_the_source_does"
 NORMALISATION = "test_normalisation_comes_from_the_training_images_used"
 OPTIMISER = "test_every_step_moves_the_parameters_by_the_sources_optimiser"
+CHANGED = "[paper-recipe-changed]"  # test_wiring.py's run with every recipe flag set
+DAMAGED = "test_resume_refuses_a_checkpoint_whose_optimiser_or_random_arrays_do_not_fit"
 
 # name: (what the bug is, [(file, old text, new text)], [tests that must fail])
 BUGS = {
@@ -86,7 +101,7 @@ BUGS = {
         [wiring(NORMALISATION, "paper-preresnet"), wiring(BATCHES, "paper-preresnet")]),
     "basic-stride-on-second-conv": (
         "the basic unit's stride moved from the first to the second convolution",
-        [("models.py", 'stride_on = 0 if unit == "basic"', 'stride_on = 1 if unit == "basic"')],
+        [("models.py", 'stride_on = 0 if block == "basic"', 'stride_on = 1 if block == "basic"')],
         [S + "test_every_convolution_has_the_sources_kernel_stride_and_planes"
              "[normal-2-1-paper]"]),
     "bn-momentum-0.2": (
@@ -142,8 +157,8 @@ BUGS = {
     "plain-momentum": (
         "Torch's SGD without the Nesterov term",
         [("engine/updates.py",
-          "updates[param] = param - learning_rate * (grad + momentum * new_buffer)",
-          "updates[param] = param - learning_rate * new_buffer")],
+          "return new_v, p - lr * (g + m * new_v)",
+          "return new_v, p - lr * new_v")],
         [wiring(OPTIMISER, "paper-preresnet")]),
     "seed-decay-on-everything": (
         "the seed recipe's L2 penalty replaced by Torch's decay of every parameter",
@@ -158,6 +173,397 @@ BUGS = {
           '        "pad_mode": "zero",  # t.RandomCrop')],
         [S + "test_recipe_values_are_the_sources[paper-preresnet]",
          wiring(NORMALISATION, "paper-preresnet")]),
+    # -- issue 22: the units and shortcuts of He et al. 2016, He et al. 2015's recipe --
+    "relu-before-add-without-relu": (
+        "unit (c) without the ReLU before the addition",
+        [("models.py", '"pre": "", "last": "BR", "after": "", "basic_grow": "zero-pad"}),',
+          '"pre": "", "last": "B", "after": "", "basic_grow": "zero-pad"}),')],
+        [ORDER + "[relu-before-add-normal]", SAME + "[relu-before-add-normal]"]),
+    "bn-after-add-without-relu": (
+        "unit (b) with BN but no ReLU after the addition",
+        [("models.py", '"pre": "", "last": "", "after": "BR",',
+          '"pre": "", "last": "", "after": "B",')],
+        [ORDER + "[bn-after-add-bottleneck]", SAME + "[bn-after-add-bottleneck]"]),
+    "no-extra-activation-after-the-last-unit": (
+        "the pre-activation nets' last unit without its extra ReLU (BN kept)",
+        [("models.py", 'network = activation(network, order["pre"], spec, "head")',
+          'network = activation(network, order["pre"].replace("R", ""), spec, "head")')],
+        [UN + "test_stem_and_head_activations_are_the_appendixs[relu-preact-normal]",
+         SAME + "[relu-preact-normal]"]),
+    "zero-pad-zeros-first": (
+        "option A's zero channels before the input's instead of after",
+        [("models.py", "return T.concatenate([kept, zeros], axis=1)",
+          "return T.concatenate([zeros, kept], axis=1)")],
+        [UN + "test_zero_padded_shortcut_subsamples_and_appends_zero_channels",
+         SAME + "[original-normal]"]),
+    "zero-pad-odd-pixels": (
+        "option A subsampling the odd rows and columns",
+        [("models.py", "kept = input[:, :, ::self.stride, ::self.stride]",
+          "kept = input[:, :, 1::self.stride, 1::self.stride]")],
+        [UN + "test_zero_padded_shortcut_subsamples_and_appends_zero_channels",
+         SAME + "[relu-preact-normal]"]),
+    "dropout-shortcut-inverted": (
+        "the dropout shortcut as inverted dropout (expectation 1, not [11]'s 0.5)",
+        [("models.py", "on_shortcut = 1 - values[0]", "on_shortcut = 1")],
+        [UN + "test_dropout_shortcut_drops_half_of_every_shortcut_as_dropout_of_its_reference",
+         SAME_SHORTCUT + "[dropout:0.5]"]),
+    "gating-exclusive-swapped": (
+        "exclusive and shortcut-only gating swapped",
+        [("models.py", 'kind == "exclusive-gating",\n                              name=',
+          'kind != "exclusive-gating",\n                              name=')],
+        [UN + "test_gates_are_a_sigmoid_1x1_convolution_of_the_unit_input"
+             "[exclusive-gating-True]", SAME_SHORTCUT + "[exclusive-gating:-2]",
+         SAME_SHORTCUT + "[shortcut-gating:0]"]),
+    "projection-without-bn": (
+        "the original unit's projections without their batch norm",
+        [("models.py", 'order["last"].replace("R", ""), spec,', '"", spec,')],
+        [UN + "test_shortcuts_are_identity_but_where_the_shape_grows[bottleneck-original]",
+         UN + "test_1x1_conv_shortcut_replaces_every_identity_with_conv_and_bn",
+         SAME + "[original-bottleneck]", SAME_SHORTCUT + "[conv1x1]"]),
+    "projection-bias": (
+        "a bias on every projection (41,984 -> 42,432 parameters in ResNet-1001's)",
+        [("models.py", 'shortcut_out = conv(source, out_channels, 1, stride, spec["projection_init"],'
+                       '\n                            name + ".projection")',
+          'shortcut_out = conv(source, out_channels, 1, stride, spec["projection_init"],'
+          '\n                            name + ".projection", bias=0.0)')],
+        [UN + "test_preresnet_parameter_counts_are_he2016_table4s"]),
+    "he2015-milestones-one-late": (
+        "He et al. 2015's decays one iteration late (iteration > 32000)",
+        [("train_nn.py", 'sum(iteration >= m for m in recipe["lr_milestone_iters"])',
+          'sum(iteration > m for m in recipe["lr_milestone_iters"])')],
+        [H + "test_he2015_learning_rate_of_every_iteration_is_the_papers[he2015]",
+         H + "test_he2015_learning_rate_of_every_iteration_is_the_papers[he2015-warmup]"]),
+    "he2015-no-warmup": (
+        "ResNet-110's recipe without its 400-iteration warm-up",
+        [("train_nn.py", "    warmup_iters=400)", "    warmup_iters=0)")],
+        [H + "test_he2015_learning_rate_of_every_iteration_is_the_papers[he2015-warmup]"]),
+    "he2015-trains-on-45k": (
+        "He et al. 2015's recipe training on the 45k split",
+        [("train_nn.py", '"val_size": 0,\n    # Every iteration',
+          '"val_size": 5000,\n    # Every iteration')],
+        [H + "test_he2015_recipe_values_are_the_papers[he2015]"]),
+    "caffe-momentum-nesterov": (
+        "Caffe's momentum computed as Nesterov's",
+        [("engine/updates.py", "return new_v, p + new_v",
+          "return new_v, p + m * new_v - lr * g")],
+        [H + "test_caffe_momentum_is_caffes_update"]),
+    "loop-ignores-max-iters": (
+        "the loop runs the last epoch whole, past max_iters",
+        [("train_nn.py", 'last = min(last, first + recipe["max_iters"] - progress["iteration"])',
+          "last = last")],
+        [H + "test_loop_stops_at_max_iters_inside_an_epoch"]),
+    "resnet-1k-layers-batch-128": (
+        "the released code's recipe at mini-batch 128",
+        [("train_nn.py", "    batch_size=64)", "    batch_size=128)")],
+        [H + "test_resnet_1k_layers_recipe_is_its_readmes_command_on_fb_resnet_torch"]),
+    "preresnet1001-numbers-swapped": (
+        "PreResNet-1001's batch-128 number given as 4.62",
+        [("models.py", '("preresnet1001", "cifar10", False, "paper"): 4.92,',
+          '("preresnet1001", "cifar10", False, "paper"): 4.62,')],
+        [H + "test_units_and_shortcuts_have_he2016s_numbers",
+         "tests/test_sweep.py::test_published_numbers_match_the_programs"]),
+    "bn-average-biased-variance": (
+        "the running variance averaged from the biased batch variance (the one-node update)",
+        [("engine/layers.py", "keep * r + alpha * ((b * c) / (c - 1))", "keep * r + alpha * b")],
+        ["tests/test_layers.py::test_every_get_output_setting_normalises_and_updates_as_"
+         "documented[c_ops-None-None-False-paper]"]),
+    "decay-subtracted": (
+        "the weight decay subtracted from the gradient (the one-node decay)",
+        [("engine/updates.py", "[sg + d * sp]", "[sg - d * sp]")],
+        [S + "test_weight_decay_reaches_the_parameters_the_source_decays[paper-preresnet]"]),
+    "sweep-paper-number-for-every-recipe": (
+        "the sweep's report compares every recipe with the paper recipe's number",
+        [("sweep/table.py", 'for choice in (published_recipe(recipe), "paper"):',
+          'for choice in ("paper", published_recipe(recipe)):')],
+        [H + "test_every_published_number_is_in_the_sweeps_table"]),
+    # -- run safety (issue 23) ------------------------------------------------------
+    "publish-folder-unchecked": (
+        "a full run's publish folder is not checked before compiling",
+        [("train_nn.py", 'if trainer.run_record()["full_recipe"]:', "if False:")],
+        [R + "test_a_publish_folder_that_cannot_be_made_stops_the_run_before_compiling"]),
+    "disk-room-unchecked": (
+        "a disk without room for the run's checkpoints and weights is not noticed",
+        [("train_nn.py", "        if need > free:", "        if False:")],
+        [R + "test_a_disk_without_room_for_the_runs_files_stops_it_before_compiling",
+         R + "test_a_small_disk_stops_the_run_before_compiling"]),
+    "publish-failure-traceback": (
+        "a publish folder broken during the run ends it in a traceback",
+        [("train_nn.py", "    problem = utils.unwritable(folder)\n    if problem:\n"
+                         "        raise UserError(problem)\n", "")],
+        [R + "test_a_run_whose_publish_folder_breaks_meanwhile_says_how_to_publish_it"]),
+    "finished-run-never-published": (
+        "--resume of a finished run that could not publish says 'nothing to do'",
+        [("train_nn.py", 'if record.get("full_recipe") and not os.path.exists(target):',
+          "if False:")],
+        [R + "test_a_run_whose_publish_folder_breaks_meanwhile_says_how_to_publish_it"]),
+    "finished-run-folder-reused": (
+        "--out accepts a folder holding a finished run's files without its checkpoint",
+        [("train_nn.py", "if set(found) - set(STARTUP_FILES):", "if False:")],
+        [R + "test_a_folder_holding_a_finished_runs_files_is_refused_naming_them"]),
+    "run-data-folder-ignored": (
+        "test_model.py --run evaluates on data/ instead of the run's data folder",
+        [("test_model.py", "            if args.data_dir is None:\n"
+                           "                args.data_dir, source = run_data_dir(args.run)",
+          "            if False:\n"
+          "                args.data_dir, source = run_data_dir(args.run)")],
+        [R + "test_test_model_run_uses_the_data_folder_the_run_used"]),
+    "bad-crc-traceback": (
+        "a weights file with a bad checksum ends in zipfile's traceback",
+        [("utils.py", "except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as error:",
+          "except (zlib.error, EOFError, KeyError) as error:")],
+        [R + "test_a_damaged_weights_file_is_one_line[flip_bytes-damaged]",
+         R + "test_read_npz_tells_damaged_from_truncated_from_foreign"]),
+    "truncated-called-foreign": (
+        "a truncated weights file is called 'not an .npz file'",
+        [("utils.py", "if head == ZIP_SIGNATURE or not head:", "if not head:")],
+        [R + "test_a_damaged_weights_file_is_one_line[truncate-truncated]",
+         R + "test_a_damaged_checkpoint_is_one_line_saying_nothing_older_remains"
+             "[truncate-truncated]"]),
+    "stop-while-compiling-deferred": (
+        "Ctrl-C while compiling waits for the first step and saves a checkpoint",
+        [("train_nn.py", 'stop.at_once, stop.doing = True, "compiling the training step"',
+          'stop.at_once, stop.doing = False, "compiling the training step"')],
+        [R + "test_a_stop_while_compiling_says_to_start_again_and_that_command_works"
+             "[SIGINT-130]"]),
+    "start-leftovers-refused": (
+        "the same command after a stop while compiling is refused (config.json is there)",
+        [("train_nn.py", 'STARTUP_FILES = ("config.json", "output.log")', "STARTUP_FILES = ()")],
+        [R + "test_a_stop_while_compiling_says_to_start_again_and_that_command_works"
+             "[SIGINT-130]"]),
+    "compile-lock-info-shown": (
+        "Theano's compile-lock INFO lines reach the user",
+        [("engine/compat.py",
+          'logging.getLogger("theano.gof.compilelock").addFilter(compile_lock_waits)\n', "")],
+        [R + "test_waiting_for_the_compile_lock_is_one_line_naming_the_holder"]),
+    "gpp-warning-shown": (
+        "Theano's 'g++ not detected' warning comes before our line",
+        [("engine/compat.py", 'logging.getLogger("theano.configdefaults").addFilter('
+                              '_drop_missing_compiler_warning)\n', "")],
+        [R + "test_no_compiler_on_the_path_is_only_our_line[train_nn.py]",
+         R + "test_no_compiler_on_the_path_is_only_our_line[test_model.py]"]),
+    "limit-above-data-shortens": (
+        "--limit above the training set's size makes a shortened run",
+        [("train_nn.py", "if limit and limit >= count:", "if False:")],
+        [R + "test_a_limit_above_the_training_set_trains_on_all_and_is_a_full_run"]),
+    "log-float-noise": (
+        "log.csv's errors keep float noise (79.17999999999999)",
+        [("utils.py", "return round(100.0 * count / total, decimals)",
+          "return 100.0 * count / total")],
+        [R + "test_percent_is_rounded_to_the_resolution_of_its_count"]),
+    "loss-float-noise": (
+        "log.csv's training loss keeps float noise",
+        [("train_nn.py", '"train_loss": utils.significant(progress["loss_sum"] / '
+                         'progress["seen"], 7),',
+          '"train_loss": progress["loss_sum"] / progress["seen"],')],
+        [R + "test_log_csv_holds_what_was_measured_and_summary_how_the_run_ended"]),
+    "no-summary-on-stop": (
+        "a stopped run does not record how it stopped",
+        [("train_nn.py", '            self.write_summary("stopped", "%s at %s" % '
+                         '(interruption.name, where))\n', "")],
+        [R + "test_a_stopped_run_records_where_it_stopped"]),
+    "lr-drop-legend-always": (
+        "curves.png names learning-rate drops the run never reached",
+        [("utils.py", "drops = [drop for drop in lr_drops if drop <= last]",
+          "drops = list(lr_drops)")],
+        [R + "test_learning_rate_drops_are_in_the_legend_only_when_drawn"]),
+    "one-epoch-invisible": (
+        "curves.png draws a one-epoch run as lines without marks: nothing",
+        [("utils.py", 'marker = dict(marker="o", markersize=4) if few else {}', "marker = {}")],
+        [R + "test_curves_show_every_epoch_with_whole_epoch_ticks[1-6.37]"]),
+    "log-axis-two-labels": (
+        "a log error axis under a decade wide labels 1-2-3-5 only (two labels)",
+        [("utils.py", "subs = (tuple(range(1, 10)) if high / low < 10 else",
+          "subs = ((1.0, 2.0, 3.0, 5.0) if high / low < 10 else")],
+        [R + "test_the_log_error_axis_labels_at_least_three_ticks[28-75]"]),
+    "zero-errors-joined": (
+        "epochs at 0 % error dropped from the log plot and their neighbours joined",
+        [("utils.py", "        rows = [row for row in history if row.get(key) is not None]\n",
+          "        rows = [row for row in history if row.get(key)]\n")],
+        [R + "test_epochs_at_zero_error_break_the_log_line_and_are_counted"]),
+    "title-without-epochs": (
+        "curves.png's title names --limit but not the other shortened settings",
+        [("train_nn.py", 'changes = self.run_record()["changes"]',
+          'changes = ["--limit %d" % self.config["limit"]] if self.config["limit"] else []')],
+        [R + "test_curves_title_names_every_shortened_setting"]),
+    # -- issue 24: evaluation, the split, the command line, run ends, old weights --
+    "eval-batch-statistics": (
+        "evaluation normalises with each batch's statistics, not the running averages",
+        [("models.py", "prediction = get_output(self.output, deterministic=True)",
+          "prediction = get_output(self.output, deterministic=True, "
+          "batch_norm_use_averages=False)")],
+        [E + "test_the_log_test_model_and_predict_agree_with_the_numpy_forward_pass"]),
+    "eval-updates-averages": (
+        "evaluation uses the running averages but updates them as it goes",
+        [("models.py", "prediction = get_output(self.output, deterministic=True)",
+          "prediction = get_output(self.output, deterministic=True, "
+          "batch_norm_update_averages=True)")],
+        [E + "test_evaluating_changes_nothing_the_network_holds"]),
+    "eval-dropout-on": (
+        "evaluation with the running averages but dropout still dropping",
+        [("models.py", "prediction = get_output(self.output, deterministic=True)",
+          "prediction = get_output(self.output, batch_norm_use_averages=True, "
+          "batch_norm_update_averages=False)")],
+        [E + "test_bottleneck_and_wide_predictions_are_the_numpy_forward_passes[wide-1-2-0.3]"]),
+    "finish-keeps-the-best-weights": (
+        "finish() leaves the best weights in the network after testing them",
+        [("train_nn.py", 'net.set_param_values(final_values, "final weights", info["name"])',
+          "final_values = None")],
+        [E + "test_finish_tests_the_best_weights_then_puts_the_final_ones_back"]),
+    "finish-tests-the-final-weights-as-best": (
+        "finish() reports the final weights' test error as the best weights'",
+        [("train_nn.py", 'net.set_param_values(best["values"], "best weights", info["name"])',
+          'best_values = best["values"]')],
+        [E + "test_finish_tests_the_best_weights_then_puts_the_final_ones_back"]),
+    "loop-ignores-drop-last": (
+        "the loop keeps the last partial batch whatever the recipe says",
+        [("train_nn.py", 'self.recipe["drop_last"])', "False)")],
+        [wiring("test_the_last_partial_batch_is_dropped_or_kept_as_the_source_does",
+                "paper-wrn"),
+         W + "test_batch_flags_reach_every_batch" + CHANGED]),
+    "validation-images-trained-on": (
+        "the validation images stay in the training set",
+        [("utils.py", "train, val = order[val_size:], order[:val_size]",
+          "train, val = order, order[:val_size]")],
+        [W + "test_training_and_validation_images_split_the_limited_set" + CHANGED]),
+    "split-not-from-the-seed": (
+        "the validation split drawn afresh in every process, not from the run's seed",
+        [("utils.py", "order = np.random.default_rng([seed, 1]).permutation(len(images))",
+          "order = np.random.default_rng().permutation(len(images))")],
+        [W + "test_the_same_seed_gives_the_same_split" + CHANGED]),
+    "momentum-hard-coded": (
+        "the training step's momentum fixed at 0.9 (every recipe's), --momentum ignored",
+        [("train_nn.py", 'np.float32(recipe["momentum"]))', "np.float32(0.9))")],
+        [W + "test_optimiser_and_momentum_flags_reach_every_step" + CHANGED]),
+    "loop-pads-by-4": (
+        "the batches padded by 4 whatever --pad says",
+        [("train_nn.py", 'self.stats, recipe["pad"], recipe["pad_mode"])',
+          'self.stats, 4, recipe["pad_mode"])')],
+        [W + "test_batch_flags_reach_every_batch" + CHANGED]),
+    "warmup-counts-iterations-per-epoch": (
+        "the learning rate computed from the iteration within the epoch: --warmup-iters "
+        "warms up every epoch",
+        [("train_nn.py", 'rate = learning_rate(recipe, epoch, progress["iteration"])',
+          "rate = learning_rate(recipe, epoch, i)")],
+        [W + "test_learning_rate_flags_reach_every_step" + CHANGED]),
+    "publish-by-recipe-name": (
+        "the published weights chosen by the recipe's name, --publish ignored",
+        [("train_nn.py", 'if self.recipe["publish"] == "best_val":',
+          'if self.recipe["name"] == "seed":')],
+        [W + "test_publish_flag_reaches_the_choice_of_weights" + CHANGED]),
+    "command-from-sys-argv": (
+        "config.json's command taken from the process's argv, not main()'s arguments",
+        [("train_nn.py", '["python", "train_nn.py"] + argv)))',
+          '["python", "train_nn.py"] + sys.argv[1:])))')],
+        [W + "test_config_json_records_the_command_given" + CHANGED]),
+    "cifar100-coarse-label-names": (
+        "CIFAR-100's class names read from the coarse list (then replaced by 'class N')",
+        [("utils.py", '"names_key": "fine_label_names",', '"names_key": "coarse_label_names",')],
+        [E2E + "test_cifar100_trains_and_tests_end_to_end"]),
+    "cifar100-papers-cifar10-number": (
+        "a CIFAR-100 network compared with the paper's CIFAR-10 error",
+        [("models.py", 'if key[:3] == (base, network["dataset"], dropout > 0)}',
+          'if key[:3] == (base, "cifar10", dropout > 0)}')],
+        [E2E + "test_cifar100_networks_are_compared_with_the_papers_cifar100_numbers"]),
+    "restore-takes-extra-arrays": (
+        "resume accepts a checkpoint with more optimiser or random arrays than the network",
+        [("train_nn.py", "if len(values) != len(variables):",
+          "if len(values) < len(variables):")],
+        [RESUME + DAMAGED + "[random-array-too-many]"]),
+    "restore-takes-any-shape": (
+        "resume loads optimiser arrays of any shape or dtype",
+        [("train_nn.py",
+          "if value.shape != current.shape or value.dtype != current.dtype:", "if False:")],
+        [RESUME + DAMAGED + "[optimiser-array-of-another-shape]",
+         RESUME + DAMAGED + "[optimiser-array-in-float64]"]),
+    "nan-unchecked-in-epoch-1": (
+        "a non-finite loss goes unnoticed in the first epoch",
+        [("train_nn.py", "if not math.isfinite(loss):",
+          "if epoch and not math.isfinite(loss):")],
+        [RESUME + "test_non_finite_loss_in_the_first_epoch_stops_before_any_checkpoint"]),
+    "second-ctrl-c-ignored": (
+        "a second Ctrl-C is ignored: the run saves anyway",
+        [("engine/loop.py", "raise KeyboardInterrupt", "return")],
+        [RESUME + "test_a_second_ctrl_c_stops_at_once_and_writes_nothing"]),
+    "default-weights-first-of-several": (
+        "test_model.py takes the first of several published recipes without asking",
+        [("test_model.py", "if len(found) == 1:", "if found:")],
+        [U + "test_several_published_recipes_make_the_user_choose"]),
+    "test-model-out-ignored": (
+        "test_model.py writes its report next to the weights whatever --out says",
+        [("test_model.py",
+          'out = args.out or os.path.splitext(args.weights)[0] + "-test.json"',
+          'out = os.path.splitext(args.weights)[0] + "-test.json"')],
+        [U + "test_out_puts_the_report_there_and_nothing_next_to_the_weights"]),
+    "run-silently-wins-over-weights": (
+        "test_model.py --run with --weights drops --weights instead of refusing",
+        [("test_model.py", 'parser.error("--run and --weights both name weights: give one")',
+          "args.weights = None")],
+        [U + "test_run_and_weights_together_are_a_usage_error"]),
+    "old-mean-image-also-divided": (
+        "an old file's inputs: the mean image subtracted, then divided by 255",
+        [("test_model.py", '"std": np.ones((1, 1, 1), np.float32)}',
+          '"std": np.full((1, 1, 1), 255, np.float32)}')],
+        [O + "test_program_evaluates_a_2016_06_file"]),
+    "old-2016-04-not-divided": (
+        "the 2016-04 file's inputs not divided by 255",
+        [("test_model.py", '"std": np.full((1, 1, 1), 255, np.float32)}',
+          '"std": np.ones((1, 1, 1), np.float32)}')],
+        [O + "test_program_evaluates_a_2016_04_file_divided_by_255"]),
+    "old-default-per-channel": (
+        "an old file without --pixel-mean evaluated with per-channel statistics",
+        [("test_model.py", 'return utils.normalisation_stats("pixel_mean", data["train_x"])',
+          'return utils.normalisation_stats("channel_mean_std", data["train_x"])')],
+        [O + "test_without_pixel_mean_the_training_images_mean_is_subtracted"]),
+    "pixel-mean-shape-unchecked": (
+        "a --pixel-mean of any 3-d shape accepted (a per-channel mean broadcasts)",
+        [("test_model.py", "if mean.shape != utils.IMAGE_SHAPE:", "if mean.ndim != 3:")],
+        [O + "test_a_pixel_mean_of_another_shape_is_refused_in_one_line"]),
+    "input-check-ignores-the-shift": (
+        "the input check looks at the spread only, not at the mean",
+        [("test_model.py", 'good = 1 / 3 < fit["spread"] < 3 and fit["shift"] < 2',
+          'good = 1 / 3 < fit["spread"] < 3')],
+        [O + "test_the_input_check_warns_when_inputs_are_not_prepared_as_in_training"]),
+    "pklz-not-latin1": (
+        "pickles unpickled as ASCII: a Python 2 file's array bytes cannot be read",
+        [("utils.py", 'encoding="latin1"', 'encoding="ASCII"')],
+        [D + "test_old_pklz_list_of_arrays_is_read_value_for_value[python2]"]),
+    "sweep-array-ranges-merged": (
+        "sweep/table.py writes the array 0,3 as 0-3 (finished tasks run again)",
+        [("sweep/table.py", "if i + 1 == len(indices) or indices[i + 1] != value + 1:",
+          "if i + 1 == len(indices):")],
+        [SWEEP + "test_resubmitting_a_partly_finished_sweep_submits_the_rest_once"]),
+    "sweep-asks-squeue-the-wrong-job": (
+        "the guard against submitting twice asks squeue about the array, not the job",
+        [("sweep/table.py", 'str(job["id"]), "-o"', 'str(job["array"]), "-o"')],
+        [SWEEP + "test_resubmitting_a_partly_finished_sweep_submits_the_rest_once"]),
+    "sweep-first-recipe-only": (
+        "sweep/table.py --recipes paper,seed runs the first recipe only",
+        [("sweep/table.py", "for recipe in chosen]", "for recipe in chosen[:1]]")],
+        [SWEEP + "test_list_options_make_one_run_per_combination"]),
+    "conv-holds-the-gil": (
+        "the forward convolution keeps the GIL while it computes",
+        [("engine/c_code/conv2d.c",
+          "    Py_BEGIN_ALLOW_THREADS  /* the batch worker thread runs meanwhile */\n"
+          "    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)\n"
+          "                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)\n"
+          "               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)\n"
+          "               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);\n"
+          "    Py_END_ALLOW_THREADS\n",
+          "    {\n"
+          "    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)\n"
+          "                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)\n"
+          "               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)\n"
+          "               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);\n"
+          "    }\n")],
+        ["tests/test_ops.py::test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step"
+         "[direct]",
+         "tests/test_ops.py::test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step"
+         "[winograd]"]),
+    "best-line-reworded": (
+        "train_nn.py's best-on-validation line reworded: the sweep report's pattern misses it",
+        [("train_nn.py", "best validation error %.2f %% at epoch %d; its test error: %s",
+          "best validation error %.2f %% (epoch %d); its test error: %s")],
+        [SWEEP + "test_report_takes_the_best_epochs_test_error_from_what_train_nn_prints"]),
 }
 
 

@@ -76,7 +76,14 @@ from engine import loop  # noqa: E402
 def test_prefetcher_yields_in_order_and_stops_cleanly_when_full():
     loader = loop.Prefetcher(lambda i: i * i, range(3), depth=2)
     assert next(iter(loader)) == 0
-    time.sleep(0.3)  # the worker has queued 1 and 4 and waits to queue its end mark
+    # the worker queues 1 and 4, then waits to queue its end mark: wait for
+    # that state (a fixed sleep may end before it on a loaded machine, and the
+    # test would close an idle worker)
+    deadline = time.time() + 60
+    while not loader._queue.full():
+        assert time.time() < deadline, "the worker never filled its queue"
+        time.sleep(0.01)
+    assert loader._thread.is_alive()
     closer = threading.Thread(target=loader.close)
     closer.start()
     closer.join(timeout=5)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import utils
-from conftest import make_images, write_batch, write_tiny_cifar10
+from conftest import RunsCode, make_images, pairs, python2_pickle, write_batch, write_tiny_cifar10
 from utils import UserError
 
 
@@ -104,19 +104,9 @@ def test_bad_batch_is_refused_naming_the_file(tiny_data, case):
     assert "\n" not in message
 
 
-class _RunsCode:
-    """Unpickling this calls os.system: what a malicious data file would do."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return (os.system, (self.command,))
-
-
 def test_pickle_that_would_run_code_is_refused_and_nothing_runs(tiny_data, tmp_path):
     witness = tmp_path / "pwned"
-    _corrupt(tiny_data, "test_batch", _pickled({"data": _RunsCode("touch %s" % witness),
+    _corrupt(tiny_data, "test_batch", _pickled({"data": RunsCode("touch %s" % witness),
                                                "labels": []}))
     with pytest.raises(UserError, match="test_batch.*refused"):
         utils.load_dataset("cifar10", str(tiny_data), log=quiet)
@@ -227,13 +217,28 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
         utils.read_npz(str(path))
 
 
-def test_old_pklz_list_of_arrays_is_read(tmp_path):
-    arrays = [np.ones((2, 3), np.float32), np.zeros(4, np.float32)]
+@pytest.mark.parametrize("writer", ["python2", "python3"])
+def test_old_pklz_list_of_arrays_is_read_value_for_value(tmp_path, writer):
+    """The old repository's files are gzip'd Python 2 pickles (protocol 0: the
+    raw bytes of each array as a str with escapes, read as latin-1); the same
+    list pickled by Python 3 reads the same. Every value, in order, float32;
+    every byte value occurs in the arrays' data."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.normal(0, 0.1, (16, 3, 3, 3)).astype(np.float32),
+              rng.uniform(0.5, 2, 16).astype(np.float32),
+              np.frombuffer(bytes(range(256)) * 2, np.float32).copy(),
+              np.array([-0.0, 1e-38, 3.4e38, 7.25], np.float32)]
+    arrays[2][~np.isfinite(arrays[2])] = 0.5
     path = tmp_path / "old.pklz"
     with gzip.open(path, "wb") as f:
-        pickle.dump(arrays, f, protocol=0)  # Python 2's default protocol
+        if writer == "python2":
+            f.write(python2_pickle(arrays))
+        else:
+            pickle.dump(arrays, f, protocol=0)
     values = utils.read_old_pklz(str(path))
-    assert [v.shape for v in values] == [(2, 3), (4,)]
+    for value, array in pairs(values, arrays):
+        assert value.dtype == np.float32
+        np.testing.assert_array_equal(value, array)
 
 
 def test_atomic_write_failure_keeps_the_previous_file(tmp_path):

@@ -10,6 +10,7 @@ so the process running pytest may have any device. On a GPU machine:
 
 The test without the mark checks what a GPU run does where there is no GPU.
 """
+import csv
 import ctypes
 import functools
 import json
@@ -147,8 +148,26 @@ def test_train_nn_on_the_gpu_writes_the_usual_run_folder(gpu, tmp_path):
                      env=dict(os.environ, THEANO_FLAGS=flags("cuda")))
     assert result.returncode == 0, result.stderr[-4000:]
     assert "final test error" in result.stdout
-    assert (run / "weights_final.npz").is_file()
-    assert (run / "log.csv").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["source"]["versions"]["theano_flags"]["device"].startswith("cuda")
+    assert config["source"]["versions"]["c_ops"] is False  # the CPU ops never run there
+    with open(run / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert all(np.isfinite(float(row["train_loss"])) for row in rows)
+    assert all(0 <= float(row["test_error"]) <= 100 for row in rows)
+    with np.load(run / "weights_final.npz", allow_pickle=False) as weights:
+        assert json.loads(str(weights["network"]))["name"] == "preresnet8"
+        params = [weights[key] for key in sorted(weights.files) if key.startswith("param_")]
+    assert len(params) > 30 and all(np.isfinite(p).all() for p in params)
+    # The GPU-trained weights, evaluated on the CPU: the test error the GPU
+    # logged, within float32's rounding of a borderline image or two.
+    report = tmp_path / "cpu-report.json"
+    tested = run_cli("test_model.py", "--run", run, "--data-dir", data, "--out", report,
+                     env=dict(os.environ, THEANO_FLAGS=flags("cpu")))
+    assert tested.returncode == 0, tested.stderr[-4000:]
+    error = json.loads(report.read_text())["error"]
+    assert abs(error - float(rows[-1]["test_error"])) <= 2.0, (error, rows[-1])
 
 
 # =============================================================================

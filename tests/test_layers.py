@@ -396,14 +396,17 @@ def test_batch_norm_of_a_convolution_builds_the_fused_layers_graph(c_ops):
 # -- the convolution: Lasagne's keywords, refused where it does not compute them ---
 
 
-@pytest.mark.parametrize("kwargs", [{"pad": "same"}, {"pad": 1}, {"pad": (1, 1)},
-                                    {"flip_filters": False}, {"untie_biases": False},
-                                    {"filter_size": (3, 3), "stride": (2, 2)}])
-def test_conv_takes_lasagnes_keywords_for_what_it_computes(kwargs):
+@pytest.mark.parametrize("kwargs,stride", [({"pad": "same"}, 1), ({"pad": 1}, 1),
+                                           ({"pad": (1, 1)}, 1), ({"flip_filters": False}, 1),
+                                           ({"untie_biases": False}, 1),
+                                           ({"filter_size": (3, 3), "stride": (2, 2)}, 2),
+                                           ({"stride": 2}, 2)])
+def test_conv_takes_lasagnes_keywords_for_what_it_computes(kwargs, stride):
     kwargs = dict({"filter_size": 3}, **kwargs)
     conv = layers.CrossCorrelation2DLayer(InputLayer((None, 2, 6, 6)), 4, **kwargs)
     assert (conv.filter_size, conv.pad, conv.flip_filters) == (3, "same", False)
-    assert conv.stride in (1, 2) and conv.nonlinearity is identity and conv.b is None
+    assert conv.stride == stride and conv.output_shape == (None, 4, 6 // stride, 6 // stride)
+    assert conv.nonlinearity is identity and conv.b is None
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -3,12 +3,14 @@ was trained with (docs/old-repository.md, "History"), never silently into
 another.
 
 The real files are not needed: a file is written the way the old train_nn.py
-wrote one (gzip, then pickle.dump of the list of float32 arrays, protocol 0)
-from a graph's own fresh parameters.
+wrote one (gzip, then Python 2's pickle.dump of the list of float32 arrays)
+from a graph's own parameters: fresh ones where only the parameter list
+matters, those of a network briefly trained on inputs prepared as the old code
+of its graph did where the program evaluates it (an untrained network gives
+one class for every image, whatever the input preparation).
 """
 import gzip
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -26,8 +28,9 @@ from lasagne.nonlinearities import rectify, softmax
 from engine.layers import BatchNormLayer, CrossCorrelation2DLayer as Conv2DLayer
 import models
 import test_model
+import train_nn
 import utils
-from conftest import run_cli, write_tiny_cifar10
+from conftest import coloured_images, confusion_of, python2_pickle, run_cli, write_tiny_cifar10
 from utils import UserError
 
 OLD_GRAPHS = ["seed", "seed-2016-06", "seed-2016-04"]
@@ -38,9 +41,10 @@ FILE_WIDE = "wide_resnet_n2_k4.pklz"
 
 
 def write_old_pklz(path, values):
-    """A weights file as the old train_nn.py saved one."""
+    """A weights file as the old train_nn.py saved one: gzip'd, the list
+    pickled by Python 2 (conftest.python2_pickle)."""
     with gzip.open(str(path), "wb") as f:
-        pickle.dump([np.asarray(v, np.float32) for v in values], f, protocol=0)
+        f.write(python2_pickle(values))
     return path
 
 
@@ -316,41 +320,118 @@ def test_input_check_tells_inputs_prepared_as_in_training_from_others():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
+    """200 training and 100 test images whose colour is their class."""
     root = tmp_path_factory.mktemp("old-weights-data")
-    write_tiny_cifar10(root)
+    write_tiny_cifar10(root, images=coloured_images)
     return root
 
 
-def same_as_npz(arch, depth, data, tmp_path, pklz_args, stats_kind):
-    """Evaluate a fresh ``arch`` network's parameters from an old-style .pklz and
-    from this project's .npz (with the normalisation the old code used): the
-    same predictions. Returns the .pklz run's stdout and report."""
-    net = fresh_net(arch, depth=depth, seed=5)
+def preparations(train_images):
+    """The ways of preparing the inputs an evaluation might take, as
+    utils.normalise's statistics, computed here: the old code's mean image of
+    the training images (no scaling), its first version's division by 255,
+    and the papers' per-channel mean and standard deviation."""
+    x = train_images.astype(np.float64)
+    return {"pixel_mean": {"kind": "pixel_mean", "mean": x.mean(axis=0).astype(np.float32),
+                           "std": np.ones((1, 1, 1), np.float32)},
+            "divide_by_255": {"kind": "divide_by_255", "mean": np.zeros((1, 1, 1), np.float32),
+                              "std": np.full((1, 1, 1), 255, np.float32)},
+            "channel_mean_std": {
+                "kind": "channel_mean_std",
+                "mean": x.mean(axis=(0, 2, 3)).reshape(3, 1, 1).astype(np.float32),
+                "std": x.std(axis=(0, 2, 3)).reshape(3, 1, 1).astype(np.float32)}}
+
+
+# How the old code of each graph prepared its inputs (docs/old-repository.md),
+# and the depth the tests use (n = 2 for 2016-04: with one unit per stage its
+# stage 1 is the final graph's).
+TRAINED_WITH = {"seed": "pixel_mean", "seed-2016-06": "pixel_mean",
+                "seed-2016-04": "divide_by_255"}
+DEPTH = {"seed": 1, "seed-2016-06": 1, "seed-2016-04": 2}
+
+
+@pytest.fixture(scope="module")
+def trained_old(data):
+    """``get(arch)``: a network of the old graph, trained for 5 epochs on the
+    200 tiny training images prepared as its code did (the project's training
+    step with the seed recipe, lr 0.02, batches of 20), and its predictions on
+    the test images under each preparation. Made on first use."""
+    dataset = utils.load_dataset("cifar10", str(data), log=lambda *a: None)
+    ways = preparations(dataset["train_x"])
+    made = {}
+
+    def get(arch):
+        if arch not in made:
+            net = fresh_net(arch, depth=DEPTH[arch], seed=5)
+            step, learning_rate, _ = train_nn.compile_training_step(
+                net, train_nn.resolve_recipe("seed", "normal"))
+            learning_rate.set_value(np.float32(0.02))
+            x = utils.normalise(dataset["train_x"], ways[TRAINED_WITH[arch]])
+            y = dataset["train_y"]
+            rng = np.random.default_rng(1)
+            for _ in range(5):
+                order = rng.permutation(len(x))
+                for start in range(0, len(x), 20):
+                    step(x[order[start:start + 20]], y[order[start:start + 20]])
+            predictions = {kind: models.predict_labels(net, dataset["test_x"], stats)
+                           for kind, stats in ways.items()}
+            made[arch] = {"net": net, "predictions": predictions, "stats": ways,
+                          "test_y": dataset["test_y"]}
+        return made[arch]
+    return get
+
+
+def expected_confusion(trained, arch, kind=None):
+    """The confusion matrix of the network's predictions with the inputs
+    prepared as ``kind`` (default: as its graph was trained), after checking
+    that the comparison can fail: the predictions vary, and every other
+    preparation predicts otherwise."""
+    predictions = trained["predictions"]
+    right = predictions[kind or TRAINED_WITH[arch]]
+    assert len(set(right.tolist())) >= 3, "a network that gives few classes tells nothing"
+    for other, wrong in predictions.items():
+        if other != (kind or TRAINED_WITH[arch]):
+            assert (wrong != right).sum() >= 5, other
+    return confusion_of(trained["test_y"], right, 10)
+
+
+def same_as_npz(trained, arch, data, tmp_path, pklz_args):
+    """Evaluate a trained ``arch`` network's parameters from an old-style .pklz
+    and from this project's .npz (with the normalisation its graph was trained
+    with): both give the predictions made in-process with that normalisation.
+    Returns the .pklz run's stdout and report."""
+    net, kind = trained["net"], TRAINED_WITH[arch]
     pklz = write_old_pklz(tmp_path / "old.pklz", net.param_values())
-    images = utils.load_dataset("cifar10", str(data), log=lambda *a: None)["train_x"]
-    if stats_kind == "pixel_mean":
-        stats = utils.normalisation_stats("pixel_mean", images)
+    stats = trained["stats"][kind]
+    if kind == "pixel_mean":
         np.save(tmp_path / "pixel_mean.npy", stats["mean"])
         pklz_args = pklz_args + ["--pixel-mean", tmp_path / "pixel_mean.npy"]
-    else:
-        stats = {"kind": stats_kind, "mean": np.zeros((1, 1, 1), np.float32),
-                 "std": np.full((1, 1, 1), 255, np.float32)}
     models.save_weights(str(tmp_path / "new.npz"), net, stats)
+    depth = str(DEPTH[arch])
     old = run_cli(TEST, "normal", depth, "--weights", pklz, "--data-dir", data, *pklz_args)
     assert old.returncode == 0, old.stderr
     new = run_cli(TEST, "normal", depth, "--arch", arch, "--weights", tmp_path / "new.npz",
                   "--data-dir", data)
     assert new.returncode == 0, new.stderr
     report = json.loads((tmp_path / "old-test.json").read_text())
-    assert report["confusion"] == json.loads((tmp_path / "new-test.json").read_text())[
-        "confusion"]
+    expected = expected_confusion(trained, arch)
+    assert report["confusion"] == expected
+    assert json.loads((tmp_path / "new-test.json").read_text())["confusion"] == expected
     assert report["old_weights"]["graph"] == arch
+    # prepared as in training: the stem's batch norm sees what it was trained on
+    check, = input_check_lines(old.stdout)
+    assert check.startswith("input check:"), check
     return old.stdout, report
 
 
+def input_check_lines(stdout):
+    """What test_model.py says of the inputs' fit to the file's first batch norm."""
+    return [line for line in stdout.splitlines() if "the first batch norm sees" in line]
+
+
 @pytest.mark.slow
-def test_program_evaluates_a_final_graph_file(data, tmp_path):
-    stdout, _ = same_as_npz("seed", 1, data, tmp_path, ["--arch", "seed"], "pixel_mean")
+def test_program_evaluates_a_final_graph_file(data, trained_old, tmp_path):
+    stdout, _ = same_as_npz(trained_old("seed"), "seed", data, tmp_path, ["--arch", "seed"])
     assert "using graph seed (--arch)" in stdout
     # Without --arch the file fits two graphs that compute different functions.
     result = run_cli(TEST, "normal", 1, "--weights", tmp_path / "old.pklz", "--data-dir", data)
@@ -359,18 +440,64 @@ def test_program_evaluates_a_final_graph_file(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_program_evaluates_a_2016_06_file(data, tmp_path):
-    stdout, report = same_as_npz("seed-2016-06", 1, data, tmp_path,
-                                 ["--arch", "seed-2016-06"], "pixel_mean")
+def test_program_evaluates_a_2016_06_file(data, trained_old, tmp_path):
+    stdout, report = same_as_npz(trained_old("seed-2016-06"), "seed-2016-06", data, tmp_path,
+                                 ["--arch", "seed-2016-06"])
     assert "using graph seed-2016-06 (--arch)" in stdout
     assert report["old_weights"]["inputs"] == "pixel_mean"
 
 
 @pytest.mark.slow
-def test_program_evaluates_a_2016_04_file_divided_by_255(data, tmp_path):
-    stdout, report = same_as_npz("seed-2016-04", 2, data, tmp_path, [], "divide_by_255")
+def test_program_evaluates_a_2016_04_file_divided_by_255(data, trained_old, tmp_path):
+    stdout, report = same_as_npz(trained_old("seed-2016-04"), "seed-2016-04", data, tmp_path,
+                                 [])
     assert "using graph seed-2016-04 (the only old graph of normal 2" in stdout
     assert report["old_weights"]["inputs"] == "divide_by_255"
+
+
+@pytest.mark.slow
+def test_without_pixel_mean_the_training_images_mean_is_subtracted(data, trained_old,
+                                                                   tmp_path):
+    trained = trained_old("seed-2016-06")
+    pklz = write_old_pklz(tmp_path / "old.pklz", trained["net"].param_values())
+    result = run_cli(TEST, "normal", 1, "--arch", "seed-2016-06", "--weights", pklz,
+                     "--data-dir", data)
+    assert result.returncode == 0, result.stderr
+    assert "no --pixel-mean: using the mean image of all training images" in result.stdout
+    report = json.loads((tmp_path / "old-test.json").read_text())
+    assert report["confusion"] == expected_confusion(trained, "seed-2016-06", "pixel_mean")
+
+
+@pytest.mark.slow
+def test_a_pixel_mean_of_another_shape_is_refused_in_one_line(data, tmp_path):
+    pklz = write_old_pklz(tmp_path / "old.pklz", fresh_net("seed-2016-06", depth=1).param_values())
+    np.save(tmp_path / "channel_mean.npy", np.full((3, 1, 1), 120, np.float32))
+    result = run_cli(TEST, "normal", 1, "--arch", "seed-2016-06", "--weights", pklz,
+                     "--pixel-mean", tmp_path / "channel_mean.npy", "--data-dir", data)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert "channel_mean.npy: a mean image has shape (3, 32, 32), found (3, 1, 1)" in lines[0]
+    assert not (tmp_path / "old-test.json").exists()
+
+
+@pytest.mark.slow
+def test_the_input_check_warns_when_inputs_are_not_prepared_as_in_training(data, trained_old,
+                                                                           tmp_path):
+    """A file trained on mean-subtracted images evaluated with a mean image of
+    zeros (the raw pixels): the first batch norm's inputs lie far from the
+    mean it was trained with, and the program says so."""
+    pklz = write_old_pklz(tmp_path / "old.pklz",
+                          trained_old("seed-2016-06")["net"].param_values())
+    np.save(tmp_path / "zeros.npy", np.zeros((3, 32, 32), np.float32))
+    result = run_cli(TEST, "normal", 1, "--arch", "seed-2016-06", "--weights", pklz,
+                     "--pixel-mean", tmp_path / "zeros.npy", "--data-dir", data)
+    assert result.returncode == 0, result.stderr
+    check, = input_check_lines(result.stdout)
+    assert check.startswith("warning:") and "not prepared as in training" in check, check
+    fit = json.loads((tmp_path / "old-test.json").read_text())["old_weights"]["input_check"]
+    assert fit["shift"] > 2
 
 
 @pytest.mark.slow

@@ -205,14 +205,25 @@ def test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step(algo):
     a Python thread (the batch worker) runs during the step. A thread that
     needs the GIL for every increment counts during one long C call: with the
     GIL held it could run only around the call (a few switch intervals of
-    5 ms, against a call of 100 ms and more)."""
+    5 ms, against a call of 300 ms and more)."""
     import threading
     import time
     x, w = T.tensor4(), T.tensor4()
     step = theano.function([x, w], ops.Conv2D(1, algo=algo)(x, w))
-    xv = RNG.normal(size=(128, 128, 32, 32)).astype(np.float32)
     wv = RNG.normal(size=(128, 128, 3, 3)).astype(np.float32)
-    step(xv, wv)
+    # One call must last long enough (0.3 s) to tell the two cases apart: a
+    # machine with many cores computes a batch of 128 sooner, so the batch
+    # doubles until a call (the first of its size, also the warm-up) takes
+    # that long.
+    for batch in (128, 256, 512, 1024):
+        xv = RNG.standard_normal((batch, 128, 32, 32), dtype=np.float32)
+        started = time.perf_counter()
+        step(xv, wv)
+        if time.perf_counter() - started >= 0.3:
+            break
+    else:
+        pytest.skip("a convolution of 1024 x 128 x 32 x 32 took under 0.3 s: too short to "
+                    "see a Python thread run during it")
     count, stop = [0], threading.Event()
 
     def spin():
@@ -233,10 +244,11 @@ def test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step(algo):
     finally:
         stop.set()
         spinner.join()
-    assert seconds > 0.05, seconds  # long enough to tell the two cases apart
-    # released: the spinner shares the cores with the op's threads for the
-    # whole call; held: at most about 10 ms of the call
-    assert during > 0.25 * alone * seconds, (during, alone, seconds)
+    # released: the spinner shares the cores with the op's threads (and,
+    # on a loaded machine, with other processes) for the whole call: 19 % of
+    # its rate alone on the two loaded cores here; held: at most about 10 ms
+    # of the call, a few per cent
+    assert during > 0.1 * alone * seconds, (during, alone, seconds)
 
 
 @pytest.mark.parametrize("relu", [False, True])

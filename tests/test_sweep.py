@@ -67,7 +67,9 @@ def test_default_sweep_is_the_papers_table_with_five_seeds(tmp_path):
     assert len(names) == len(set(names)) == 9 * 5
     # seed by seed: every row's first run comes before any second run
     assert [task["seed"] for task in sweep["tasks"]] == sorted(t["seed"] for t in sweep["tasks"])
-    rows = {(tuple(t["network"]), t["dataset"], t["dropout"]) for t in sweep["tasks"]}
+    # (variant, n, k) with the default unit and shortcut
+    assert {tuple(t["network"][3:]) for t in sweep["tasks"]} == {("full-preact", "identity")}
+    rows = {(tuple(t["network"][:3]), t["dataset"], t["dropout"]) for t in sweep["tasks"]}
     assert rows == {
         (("normal", 18, 1), "cifar10", 0.0), (("bottleneck", 18, 1), "cifar10", 0.0),
         (("bottleneck", 18, 1), "cifar100", 0.0), (("wide", 2, 4), "cifar10", 0.0),
@@ -364,24 +366,149 @@ def test_published_numbers_match_the_programs(tmp_path):
     sweep never imports the project)."""
     import ast
     import re
-    source = None
-    for root, _, files in os.walk(PROJECT_DIR):
-        if any(part in root for part in (".git", "tests", "sweep", "runs")):
-            continue
+    found = {}
+    for root, folders, files in os.walk(PROJECT_DIR):
+        # folders are left out by their own names (a checkout may well lie
+        # under a path such as /home/me/runs/ or /srv/tests/)
+        folders[:] = [f for f in folders if f not in (".git", "tests", "sweep", "runs", "data")
+                      and not f.startswith(".")]
         for name in files:
             if name.endswith(".py"):
                 with open(os.path.join(root, name)) as f:
                     text = f.read()
                 match = re.search(r"PAPER_TEST_ERROR = (\{.*?\n\})", text, re.S)
                 if match:
-                    source = ast.literal_eval(match.group(1))
-    if source is None:
-        pytest.skip("PAPER_TEST_ERROR not found in the project's source")
-    names = {"PreResNet-110": "preresnet110", "PreResNet-164": "preresnet164",
-             "WRN-16-4": "wrn16-4", "WRN-28-10": "wrn28-10"}
-    published = {(names[r["network"]], r["dataset"], float(r["dropout"]) > 0): float(r["paper"])
-                 for r in read_csv(os.path.join(PROJECT_DIR, "sweep", "published.csv"))}
+                    found[os.path.relpath(os.path.join(root, name), PROJECT_DIR)] = \
+                        ast.literal_eval(match.group(1))
+    assert len(found) == 1, "PAPER_TEST_ERROR should be in one file of the project: %s" % (
+        sorted(found) or "none")
+    source, = found.values()
+    import models
+    published = {}
+    for r in read_csv(os.path.join(PROJECT_DIR, "sweep", "published.csv")):
+        words = r["command"].split()
+        options = dict(zip(words[-4::2], words[-3::2])) if "--" in r["command"] else {}
+        numbers = [int(w) for w in words[1:] if w.isdigit()]
+        info = models.network_info(words[0], numbers[0], numbers[1] if len(numbers) > 1 else 1,
+                                   "paper", "cifar10", unit=options.get("--unit", "full-preact"),
+                                   shortcut=options.get("--shortcut", "identity"))
+        assert info["display"] == r["network"], r["command"]
+        paper = r["paper"] if r["paper"] == "fail" else float(r["paper"])
+        published[(info["name"], r["dataset"], float(r["dropout"]) > 0, r["recipe"])] = paper
     assert published == source
+
+
+# A stand-in sbatch that records what it submits and answers a job id, and a
+# squeue that shows that job while FAKE_ACTIVE names it.
+FAKE_SBATCH = """#!/bin/bash
+echo "sbatch $*" >> "$FAKE_LOG"
+echo 4242
+"""
+FAKE_SQUEUE = """#!/bin/bash
+while [ $# -gt 0 ]; do [ "$1" = -j ] && job=$2; shift; done
+[ -n "$job" ] && [ "$job" = "${FAKE_ACTIVE:-}" ] && echo "$job"
+exit 0
+"""
+
+
+def test_resubmitting_a_partly_finished_sweep_submits_the_rest_once(tmp_path):
+    """Four runs submitted; a second submit while that job is queued is
+    refused (its tasks would run twice); with runs 1 and 2 finished and the
+    job gone, only tasks 0 and 3 are submitted (array 0,3), each still
+    starting its own run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE),
+                       ("python", FAKE_PYTHON)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "fake.log"
+    env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"]), FAKE_LOG=str(log))
+    sweep = tmp_path / "sweep"
+    python = ["--python", bin_dir / "python"]  # like the Slurm options, given at each submit
+    selection = ["--networks", "normal 1", "--seeds", 4, "--epochs", 3,
+                 "--data-dir", tmp_path / "data"]
+    first = table("submit", sweep, *selection + python, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "submitted job array 4242 (tasks 0-3)" in first.stdout
+    script = sweep / "table.sbatch"
+    assert "#SBATCH --array=0-3\n" in script.read_text()
+
+    twice = table("submit", sweep, *python, env=dict(env, FAKE_ACTIVE="4242"))
+    assert twice.returncode == 1
+    assert "job 4242 of this sweep is still queued or running" in twice.stderr
+    assert "would run twice" in twice.stderr
+    assert log.read_text().count("sbatch ") == 1
+
+    names = [task["name"] for task in sweep_json(sweep)["tasks"]]
+    for finished in names[1:3]:
+        (sweep / "runs" / finished).mkdir()
+        (sweep / "runs" / finished / "weights_final.npz").touch()
+    again = table("submit", sweep, *python, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "4 runs, 2 finished" in again.stdout and "(tasks 0,3)" in again.stdout
+    text = script.read_text()
+    assert "#SBATCH --array=0,3\n" in text
+    for index, name in enumerate(names):  # the case list keeps every task's index
+        assert "  %d) RUN=%s; ARGS=(" % (index, name) in text
+    assert log.read_text().splitlines()[-1] == "sbatch --parsable %s" % script
+    assert [job["array"] for job in sweep_json(sweep)["jobs"]] == ["0-3", "0,3"]
+    # task 3 of the new array starts run 3
+    started = subprocess.run(["bash", str(script)], env=dict(
+        env, FAKE_MODE="finish", SLURM_ARRAY_JOB_ID="4242", SLURM_ARRAY_TASK_ID="3",
+        SLURM_JOB_ID="4243"), capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert log.read_text().splitlines()[-1].endswith(
+        "--out %s" % (sweep / "runs" / names[3]))
+
+
+def test_list_options_make_one_run_per_combination(tmp_path):
+    """--datasets, --dropouts and --recipes (or --dataset, --dropout, --recipe)
+    take comma-separated lists: every combination, seed by seed."""
+    plural = table("submit", tmp_path / "a", "--dry-run", "--networks", "wide 2 4",
+                   "--datasets", "cifar10,cifar100", "--dropouts", "0,0.3",
+                   "--recipes", "paper,seed", "--seeds", "0,2")
+    assert plural.returncode == 0, plural.stderr
+    tasks = sweep_json(tmp_path / "a")["tasks"]
+    assert [task["name"] for task in tasks[:8]] == [
+        "wrn16-4-%s-%s%s-seed0" % (dataset, recipe, "-dropout0.3" if dropout else "")
+        for dataset in ("cifar10", "cifar100") for dropout in (0, 0.3)
+        for recipe in ("paper", "seed")]
+    assert [task["seed"] for task in tasks] == [0] * 8 + [2] * 8
+    by_name = {task["name"]: task for task in tasks}
+    assert by_name["wrn16-4-cifar100-seed-dropout0.3-seed2"]["args"] == [
+        "wide", "2", "4", "--dataset", "cifar100", "--recipe", "seed", "--seed", "2",
+        "--dropout", "0.3"]
+    singular = table("submit", tmp_path / "b", "--dry-run", "--networks", "wide 2 4",
+                     "--dataset", "cifar10,cifar100", "--dropout", "0,0.3",
+                     "--recipe", "paper,seed", "--seeds", "0,2")
+    assert singular.returncode == 0, singular.stderr
+    assert sweep_json(tmp_path / "b")["tasks"] == tasks
+    for args, message in ((["--datasets", "cifar10,svhn"], "--dataset svhn: choose from"),
+                          (["--recipes", "paper,fast"], "--recipe fast: choose from")):
+        refused = table("submit", tmp_path / "c", "--dry-run", *args)
+        assert refused.returncode == 2 and message in refused.stderr
+
+
+@pytest.mark.slow  # the shared run trains
+def test_report_takes_the_best_epochs_test_error_from_what_train_nn_prints(best_not_last_run,
+                                                                          tmp_path):
+    """A run whose best validation epoch (1) was not tested (--test-every 0):
+    the report reads that epoch's test error from the line train_nn.py printed
+    into output.log, and gets the value the loop computed."""
+    runs = tmp_path / "sweep" / "runs"
+    shutil.copytree(str(best_not_last_run["run"]), str(runs / "best-not-last"))
+    best_test, = [error for _, error, finishing in best_not_last_run["errors"] if finishing]
+    report = table("report", tmp_path / "sweep")
+    assert report.returncode == 0, report.stderr
+    run, = read_csv(tmp_path / "sweep" / "report" / "runs.csv")
+    assert (run["status"], run["best_val_epoch"]) == ("finished", "1")
+    assert float(run["best_val_error"]) == 10.0  # the scripted validation error
+    assert run["best_val_test_error"] != "", "the pattern missed train_nn.py's line"
+    assert float(run["best_val_test_error"]) == pytest.approx(best_test, abs=0.005)
+    row, = read_csv(tmp_path / "sweep" / "report" / "table.csv")
+    assert float(row["best_val_median"]) == pytest.approx(best_test, abs=0.005)
+    assert (row["recipe"], row["overrides"]) == ("seed", "")  # read from the command given
 
 
 # =============================================================================

@@ -2,18 +2,21 @@
 where they came from, every mistake ends in one line and a non-zero exit."""
 import json
 import os
+import shutil
 import stat
+import subprocess
 
 import pytest
 
-from conftest import run_cli, write_tiny_cifar10
+from conftest import PROJECT_DIR, copy_run, run_cli, write_tiny_cifar10
 
 # Every test here runs the programs in subprocesses.
 pytestmark = pytest.mark.slow
 
 TRAIN = "train_nn.py"
 TEST = "test_model.py"
-# The paper recipe shortened to 2 epochs of batch 50: such a run never publishes.
+# The paper recipe shortened to 2 epochs of batch 50 (conftest.SHORT_RUN, the
+# session's short_run): such a run never publishes.
 SHORT = ["normal", 1, "--epochs", 2, "--batch-size", 50]
 
 
@@ -32,12 +35,12 @@ def data(tmp_path):
     return tmp_path / "data"
 
 
-def test_a_shortened_run_is_not_published_and_test_model_evaluates_its_folder(data, tmp_path):
-    run = tmp_path / "run"
-    trained = run_cli(TRAIN, *SHORT, "--data-dir", data, "--out", run)
-    assert trained.returncode == 0, trained.stderr
+def test_a_shortened_run_is_not_published_and_test_model_evaluates_its_folder(short_run,
+                                                                             tmp_path):
+    trained, data = short_run["result"], short_run["data"]
     assert "not published to data/weights/" in trained.stdout
     assert not (data / "weights").exists()
+    run = copy_run(short_run["run"], tmp_path / "run")  # the report goes into the folder
     tested = run_cli(TEST, "--run", run, "--data-dir", data)
     assert tested.returncode == 0, tested.stderr
     assert "weights: %s" % (run / "weights_final.npz") in tested.stdout
@@ -46,7 +49,7 @@ def test_a_shortened_run_is_not_published_and_test_model_evaluates_its_folder(da
     report = json.loads((run / "weights_final-test.json").read_text())
     final = [l for l in trained.stdout.splitlines() if l.startswith("final test error")][0]
     assert "%.2f%%" % report["error"] in final
-    assert report["weights_run"]["run_dir"] == str(run)
+    assert report["weights_run"]["run_dir"] == str(short_run["run"])  # where it was trained
 
 
 def test_a_full_run_publishes_once_and_never_over_another_runs_weights(data, tmp_path,
@@ -74,26 +77,37 @@ def test_a_full_run_publishes_once_and_never_over_another_runs_weights(data, tmp
     assert "run %s" % first in out and "epoch 1 of 1" in out
 
 
-def test_test_model_evaluates_an_interrupted_runs_checkpoint(data, tmp_path):
-    run = tmp_path / "run"
-    assert run_cli(TRAIN, *SHORT, "--data-dir", data, "--out", run).returncode == 0
+def test_test_model_evaluates_an_interrupted_runs_checkpoint(short_run, tmp_path):
+    run = copy_run(short_run["run"], tmp_path / "run")
     os.remove(run / "weights_final.npz")  # as if stopped after its last checkpoint
-    tested = run_cli(TEST, "--run", run, "--data-dir", data)
+    tested = run_cli(TEST, "--run", run, "--data-dir", short_run["data"])
     assert tested.returncode == 0, tested.stderr
     assert "checkpoint.npz" in tested.stdout and "epoch 2 of 2" in tested.stdout
 
 
-def test_run_folder_records_commit_data_and_time_and_output_log_holds_everything(data,
-                                                                                 tmp_path):
-    run = tmp_path / "run"
-    result = run_cli(TRAIN, *SHORT, "--data-dir", data, "--out", run)
-    assert result.returncode == 0, result.stderr
+def git(*args):
+    """git's answer about the project's folder, or None where git is missing or
+    the folder is no checkout (an image, plant_bugs.py's copy)."""
+    if not shutil.which("git"):
+        return None
+    result = subprocess.run(["git", "-C", PROJECT_DIR] + list(args), capture_output=True,
+                            text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def test_run_folder_records_commit_data_and_time_and_output_log_holds_everything(short_run):
+    run, data = short_run["run"], short_run["data"]
     source = json.loads((run / "config.json").read_text())["source"]
     assert source["data"]["official"] is False  # the tiny files are not the release
     assert source["data"]["folder"] == str(data / "cifar-10-batches-py")
     assert "T" in source["started"]
-    if source["code"] is not None:  # a git checkout (not an image)
-        assert len(source["code"]["commit"]) == 40
+    head = git("rev-parse", "HEAD")
+    if head is None:  # no checkout: nothing to record, and nothing made up
+        assert source["code"] is None
+    else:
+        assert source["code"] == {
+            "commit": head,
+            "modified": bool(git("status", "--porcelain", "--untracked-files=no"))}
     log = (run / "output.log").read_text()
     assert "differ from the official release" in log  # the data warning, printed first
     assert "final test error" in log
@@ -108,11 +122,8 @@ def test_run_folder_records_commit_data_and_time_and_output_log_holds_everything
     (["--resume", "RUN", "--recipe", "seed"], "takes no --recipe"),
     (["--resume", "RUN", "--epochs", "5"], "takes no --epochs"),
 ])
-def test_resume_and_schedule_mistakes_are_refused_in_one_line(data, tmp_path, args, message):
-    run = tmp_path / "run"
-    assert run_cli(TRAIN, "normal", 1, "--epochs", 1, "--batch-size", 100, "--data-dir", data,
-                   "--out", run).returncode == 0
-    args = [str(run) if a == "RUN" else a for a in args]
+def test_resume_and_schedule_mistakes_are_refused_in_one_line(short_run, args, message):
+    args = [str(short_run["run"]) if a == "RUN" else a for a in args]
     if "--resume" not in args:
         args = ["normal", 1] + args
     result = run_cli(TRAIN, *args)
@@ -121,12 +132,9 @@ def test_resume_and_schedule_mistakes_are_refused_in_one_line(data, tmp_path, ar
     assert len(lines) == 3 and lines[0].startswith("usage:") and message in lines[2], lines
 
 
-def test_resume_honours_test_every(data, tmp_path):
-    run = tmp_path / "run"
-    assert run_cli(TRAIN, "normal", 1, "--epochs", 1, "--batch-size", 100, "--data-dir", data,
-                   "--out", run).returncode == 0
+def test_resume_honours_test_every(short_run):
     # finished: nothing to do, but the flag is accepted
-    result = run_cli(TRAIN, "--resume", run, "--test-every", 2)
+    result = run_cli(TRAIN, "--resume", short_run["run"], "--test-every", 2)
     assert result.returncode == 0 and "nothing to do" in result.stdout
 
 
@@ -190,3 +198,46 @@ def test_help_shows_every_recipe_flag_with_its_defaults():
         assert flag in text and defaults in text, flag
     assert "usage: train_nn.py VARIANT DEPTH [WIDTH]" in result.stdout
     assert "examples:" in result.stdout
+
+
+# -- test_model.py ----------------------------------------------------------------
+
+
+def test_several_published_recipes_make_the_user_choose(short_run, tmp_path):
+    """Two recipes' weights of the network in data/weights/<network>/: no
+    default, one line naming both, exit 1; --weights chooses."""
+    data = tmp_path / "data"
+    shutil.copytree(str(short_run["data"]), str(data))
+    folder = data / "weights" / "preresnet8"
+    folder.mkdir(parents=True)
+    for recipe in ("seed", "paper-preresnet"):
+        shutil.copy(str(short_run["run"] / "weights_final.npz"), str(folder / (recipe + ".npz")))
+    message = one_line_error(run_cli(TEST, "normal", 1, "--data-dir", data))
+    assert ("%s holds weights of 2 runs (paper-preresnet.npz, seed.npz): choose one with "
+            "--weights" % folder) in message
+    chosen = run_cli(TEST, "normal", 1, "--data-dir", data, "--weights", folder / "seed.npz")
+    assert chosen.returncode == 0, chosen.stderr
+    assert "weights: %s" % (folder / "seed.npz") in chosen.stdout
+
+
+def test_out_puts_the_report_there_and_nothing_next_to_the_weights(short_run, tmp_path):
+    run = short_run["run"]
+    before = sorted(os.listdir(run))
+    out = tmp_path / "reports" / "mine.json"
+    out.parent.mkdir()
+    tested = run_cli(TEST, "--run", run, "--data-dir", short_run["data"], "--out", out)
+    assert tested.returncode == 0, tested.stderr
+    assert "report: %s" % out in tested.stdout
+    report = json.loads(out.read_text())
+    assert report["weights"] == str(run / "weights_final.npz") and report["count"] == 100
+    assert sorted(os.listdir(run)) == before
+
+
+def test_run_and_weights_together_are_a_usage_error(short_run):
+    result = run_cli(TEST, "--run", short_run["run"], "--weights",
+                     short_run["run"] / "weights_final.npz", "--data-dir", short_run["data"])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("usage:") and "Traceback" not in result.stderr, lines
+    assert [line for line in lines if line.startswith("error:")] == [
+        "error: --run and --weights both name weights: give one"]

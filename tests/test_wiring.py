@@ -21,6 +21,7 @@ Trainer's progress set to that epoch): the real milestones, not moved ones.
 Every trainable parameter is made non-zero first, so that the weight decay of
 each (biases and batch-norm shifts start at 0) can be seen.
 """
+import json
 import math
 import os
 
@@ -36,8 +37,8 @@ from lasagne.objectives import categorical_crossentropy
 import models
 import train_nn
 import utils
-from conftest import (DECAY_REACH, MOMENTUM_RESTARTS, SOURCES, pairs, read_log,
-                      write_tiny_cifar10)
+from conftest import (DECAY_REACH, MOMENTUM_RESTARTS, SOURCES, coloured_images, pairs,
+                      read_log, write_tiny_cifar10)
 
 # Every test here trains (short) runs.
 pytestmark = pytest.mark.slow
@@ -66,6 +67,7 @@ class Instruments:
 
     def __init__(self, monkeypatch, first_epoch):
         self.steps, self.batches, self.stats_calls = [], [], []
+        self.trainers, self.validated = [], []
         self.epoch = None
         self._install(monkeypatch, first_epoch)
 
@@ -75,6 +77,7 @@ class Instruments:
         real_stats = utils.normalisation_stats
         real_init = train_nn.Trainer.__init__
         real_run_epoch = train_nn.Trainer.run_epoch
+        real_error = train_nn.Trainer.error_percent
 
         def compile_training_step(net, recipe):
             step, learning_rate, buffers = real_compile(net, recipe)
@@ -94,6 +97,7 @@ class Instruments:
 
         def init(trainer, *args, **kwargs):
             real_init(trainer, *args, **kwargs)
+            self.trainers.append(trainer)
             trainer.progress["epoch"] = first_epoch - 1
             trainer.progress["iteration"] = (first_epoch - 1) * len(trainer.batches)
             make_every_parameter_non_zero(trainer.net)
@@ -102,11 +106,17 @@ class Instruments:
             self.epoch = trainer.progress["epoch"] + 1  # 1-based, as the sources count
             return real_run_epoch(trainer, stop)
 
+        def error_percent(trainer, label, images, labels, stop=None):
+            if images is trainer.val_x:
+                self.validated.append(images)
+            return real_error(trainer, label, images, labels, stop)
+
         monkeypatch.setattr(train_nn, "compile_training_step", compile_training_step)
         monkeypatch.setattr(utils, "make_batch", make_batch)
         monkeypatch.setattr(utils, "normalisation_stats", normalisation_stats)
         monkeypatch.setattr(train_nn.Trainer, "__init__", init)
         monkeypatch.setattr(train_nn.Trainer, "run_epoch", run_epoch)
+        monkeypatch.setattr(train_nn.Trainer, "error_percent", error_percent)
 
     def _instrumented(self, net, step, learning_rate, buffers):
         params = get_all_params(net.output, trainable=True)
@@ -299,6 +309,32 @@ def run(request, tmp_path_factory):
             "epochs": list(range(spec["first_epoch"], spec["first_epoch"] + EPOCHS_RUN))}
 
 
+def batches_of_each_epoch(run):
+    """{1-based epoch: [the positions in the training images of each batch]}:
+    batches are made in the order the steps take them."""
+    epochs = {}
+    for step, batch in pairs(run["steps"], run["batches"]):
+        epochs.setdefault(step["epoch"], []).append(batch["picks"])
+    return epochs
+
+
+def check_drop_last(run, drop_last, batch_size):
+    """Every epoch has the batches ``drop_last`` asks for on a training set that
+    leaves a partial one: only whole batches, each image at most once, or
+    every image exactly once with the partial batch last."""
+    count = len(run["batches"][0]["images"])
+    assert count % batch_size, "the run must leave a partial batch to tell the two apart"
+    whole = [batch_size] * (count // batch_size)
+    for epoch, picks in batches_of_each_epoch(run).items():
+        seen = np.concatenate(picks)
+        assert len(set(seen.tolist())) == len(seen), epoch
+        if drop_last:
+            assert [len(p) for p in picks] == whole, epoch
+        else:
+            assert [len(p) for p in picks] == whole + [count % batch_size], epoch
+            assert sorted(seen.tolist()) == list(range(count)), epoch
+
+
 def test_the_run_went_through_its_epochs_and_steps(run):
     epochs = [record["epoch"] for record in run["steps"]]
     assert sorted(set(epochs)) == run["epochs"]
@@ -336,9 +372,10 @@ def test_momentum_restarts_exactly_where_the_source_rebuilds_its_state(run):
     assert seen.count(True) == 1 + len(restarts & set(run["epochs"][1:]))
 
 
-def test_weight_decay_reaches_the_parameters_the_source_decays(run):
-    reach = DECAY_REACH[run["family"]]
-    for record in run["steps"]:
+def check_decay(steps, reach):
+    """Every step's decay factor of each parameter is ``reach``'s for its kind
+    (W, b, gamma, beta), and every kind is there."""
+    for record in steps:
         kinds = set()
         for name, factor in record["decay"].items():
             kind = name.rsplit(".", 1)[1]
@@ -347,30 +384,47 @@ def test_weight_decay_reaches_the_parameters_the_source_decays(run):
         assert kinds == set(reach)
 
 
-def test_batches_are_padded_cropped_and_flipped_as_the_source_does(run):
-    """Each training image is the normalised source image, padded by 4 (zeros
-    or mirrored, per the source), cropped at an offset in 0..8 and mirrored
-    left-right in about half of the cases."""
-    source = run["source"]
-    mean, std = source_statistics(source["normalisation"], run["batches"][0]["images"])
+def test_weight_decay_reaches_the_parameters_the_source_decays(run):
+    check_decay(run["steps"], DECAY_REACH[run["family"]])
+
+
+def check_batches(batches, normalisation, pad, pad_mode):
+    """Each training image is its source image normalised as ``normalisation``
+    computes it from the training images, padded by ``pad`` (``pad_mode``),
+    cropped at an offset in 0..2*pad (all of them seen) and mirrored
+    left-right in about half of the cases, per image."""
+    mean, std = source_statistics(normalisation, batches[0]["images"])
     decoded = []
-    for batch in run["batches"]:
+    for batch in batches:
         images, labels = batch["out"]
         np.testing.assert_array_equal(labels, batch["labels"][batch["picks"]])
         originals = (batch["images"][batch["picks"]] - mean) / std
         assert images.shape == originals.shape
-        found = [decode_augmentation(image, original)
+        found = [decode_augmentation(image, original, pad)
                  for image, original in pairs(images, originals)]
         assert None not in found, "an image that no crop, flip and padding of its source explains"
         flips = [flip for _, _, flip, _ in found]
         assert 0 < sum(flips) < len(flips)  # per image, not one coin per batch
         decoded += found
     offsets = {dy for dy, _, _, _ in decoded} | {dx for _, dx, _, _ in decoded}
-    assert offsets == set(range(2 * source["pad"] + 1))
+    assert offsets == set(range(2 * pad + 1))
     paddings = {padding for _, _, _, padding in decoded}
-    assert paddings - {"none"} == {source["pad_mode"]}
+    assert paddings - {"none"} == {pad_mode}
     flipped = np.mean([flip for _, _, flip, _ in decoded])
     assert 0.4 < flipped < 0.6, flipped
+
+
+def test_batches_are_padded_cropped_and_flipped_as_the_source_does(run):
+    source = run["source"]
+    check_batches(run["batches"], source["normalisation"], source["pad"], source["pad_mode"])
+
+
+def test_the_last_partial_batch_is_dropped_or_kept_as_the_source_does(run):
+    """fb.resnet.torch keeps the last partial batch, wide-residual-networks
+    drops it (SOURCES); 200 images in batches of 128 leave one of 72."""
+    if "drop_last" not in run["source"]:
+        pytest.skip("the old repository's description does not say what it did")
+    check_drop_last(run, run["source"]["drop_last"], run["source"]["batch_size"])
 
 
 def test_normalisation_comes_from_the_training_images_used(run):
@@ -400,21 +454,186 @@ def test_log_csv_reports_the_learning_rate_the_steps_used(run):
 
 
 # -----------------------------------------------------------------------------
+# The command line: every recipe flag reaches the loop. Two runs through
+# train_nn.main, instrumented as above, each with every recipe value set on
+# the command line away from its recipe's own; what each flag means is written
+# here from the flags given (never read from train_nn.RECIPES). The data: 200
+# tiny images, --val-size 25 (and --limit 190 in the first run), batches of 30.
+
+FLAG_RUNS = {
+    "paper-recipe-changed": {
+        "argv": ["normal", "1", "--seed", "3", "--epochs", "2", "--batch-size", "30",
+                 "--limit", "190", "--val-size", "25", "--test-every", "0",
+                 "--optimizer", "nesterov_lasagne", "--decay", "l2_loss_regularizable",
+                 "--momentum", "0.8", "--weight-decay", "3e-4", "--normalisation", "pixel_mean",
+                 "--pad", "2", "--pad-mode", "reflect", "--drop-last", "yes",
+                 "--lr", "0.05", "--lr-milestones", "1", "--lr-factor", "0.5",
+                 "--reset-momentum-at-milestones", "yes", "--warmup-iters", "2",
+                 "--warmup-lr", "0.02", "--publish", "best_val"],
+        "limit": 190, "training_images": 165, "drop_last": True, "batch_size": 30,
+        # two warm-up iterations at 0.02, then 0.05; x0.5 from (0-based) epoch 1
+        "lr": {1: [0.02, 0.02, 0.05, 0.05, 0.05], 2: [0.025] * 5},
+        # (epoch, step in the epoch) whose buffers start from zero
+        "restarts": {(1, 0), (2, 0)},
+        "optimizer": "nesterov_lasagne", "momentum": 0.8,
+        # loss + wd * sum(w^2) over W and gamma: their gradients gain 2 * wd * w
+        "decay": {"W": 6e-4, "gamma": 6e-4, "b": 0.0, "beta": 0.0},
+        "normalisation": "pixel_mean", "pad": 2, "pad_mode": "reflect",
+        "published": "weights_best.npz",
+    },
+    "seed-recipe-changed": {
+        "argv": ["normal", "1", "--recipe", "seed", "--seed", "3", "--epochs", "2",
+                 "--batch-size", "30", "--val-size", "25", "--test-every", "0",
+                 "--optimizer", "nesterov_torch", "--decay", "gradient_all",
+                 "--momentum", "0.85", "--weight-decay", "2e-4",
+                 "--normalisation", "channel_mean_std", "--pad", "3", "--drop-last", "no",
+                 "--warmup-epochs", "1", "--warmup-lr", "0.03", "--lr", "0.07",
+                 "--publish", "final"],
+        "limit": 200, "training_images": 175, "drop_last": False, "batch_size": 30,
+        "lr": {1: [0.03] * 6, 2: [0.07] * 6},  # the warm-up epoch, then --lr
+        "restarts": {(1, 0)},
+        "optimizer": "nesterov_torch", "momentum": 0.85,
+        "decay": {"W": 2e-4, "gamma": 2e-4, "b": 2e-4, "beta": 2e-4},
+        "normalisation": "channel_mean_std", "pad": 3, "pad_mode": "zero",
+        "published": "weights_final.npz",
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FLAG_RUNS))
+def flag_run(request, tmp_path_factory):
+    expected = FLAG_RUNS[request.param]
+    root = tmp_path_factory.mktemp(request.param)
+    write_tiny_cifar10(root / "data")
+    run_dir = root / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        instruments = Instruments(monkeypatch, first_epoch=1)
+        status = train_nn.main(expected["argv"] + ["--data-dir", str(root / "data"),
+                                                   "--out", str(run_dir)])
+    assert status == 0
+    solve = SOLVERS[expected["optimizer"]]
+    for record in instruments.steps:
+        record["lr"], record["decay"], record["residual"] = solve(record, expected["momentum"])
+        record["restarted"] = all((b == 0).all() for b in record["b0"])
+    trainer, = instruments.trainers
+    return {"expected": expected, "steps": instruments.steps, "batches": instruments.batches,
+            "stats_calls": instruments.stats_calls, "trainer": trainer,
+            "validated": instruments.validated, "run_dir": run_dir, "data_dir": root / "data",
+            "data": utils.load_dataset("cifar10", str(root / "data"), log=quiet),
+            "output": (run_dir / "output.log").read_text()}
+
+
+def test_optimiser_and_momentum_flags_reach_every_step(flag_run):
+    """--optimizer and --momentum: every step fits that optimiser's equations
+    with that momentum."""
+    assert len(flag_run["steps"]) == sum(len(v) for v in flag_run["expected"]["lr"].values())
+    for record in flag_run["steps"]:
+        assert record["residual"] < 2e-3, record["epoch"]
+
+
+def test_learning_rate_flags_reach_every_step(flag_run):
+    """--lr, --lr-milestones, --lr-factor and the --warmup-* flags."""
+    used = {}
+    for record in flag_run["steps"]:
+        used.setdefault(record["epoch"], []).append(record["lr"])
+    for epoch, rates in flag_run["expected"]["lr"].items():
+        assert used[epoch] == pytest.approx(rates, rel=1e-3), epoch
+    assert sorted(used) == sorted(flag_run["expected"]["lr"])
+
+
+def test_momentum_restart_flag_reaches_the_loop(flag_run):
+    """--reset-momentum-at-milestones: the buffers start from zero at the
+    first step of the run and, with the flag, at a milestone's first step."""
+    restarted, position = set(), {}
+    for record in flag_run["steps"]:
+        step = position[record["epoch"]] = position.get(record["epoch"], -1) + 1
+        if record["restarted"]:
+            restarted.add((record["epoch"], step))
+    assert restarted == flag_run["expected"]["restarts"]
+
+
+def test_weight_decay_flags_reach_every_parameter(flag_run):
+    """--decay and --weight-decay."""
+    check_decay(flag_run["steps"], flag_run["expected"]["decay"])
+
+
+def test_batch_flags_reach_every_batch(flag_run):
+    """--normalisation, --pad, --pad-mode and --drop-last, read back from the
+    batches' pixels."""
+    expected = flag_run["expected"]
+    assert [call["kind"] for call in flag_run["stats_calls"]] == [expected["normalisation"]]
+    assert len(flag_run["batches"][0]["images"]) == expected["training_images"]
+    check_batches(flag_run["batches"], expected["normalisation"], expected["pad"],
+                  expected["pad_mode"])
+    check_drop_last(flag_run, expected["drop_last"], expected["batch_size"])
+
+
+def test_publish_flag_reaches_the_choice_of_weights(flag_run):
+    """--publish: the weights the run names as its result (a shortened run
+    publishes nothing to data/weights/) and those test_model.py --run takes."""
+    import test_model
+    chosen = str(flag_run["run_dir"] / flag_run["expected"]["published"])
+    assert "weights: %s (a shortened run" % chosen in flag_run["output"]
+    assert test_model.run_weights(str(flag_run["run_dir"])) == chosen
+
+
+def test_config_json_records_the_command_given(flag_run):
+    """The command line main() was given (not the calling process's argv:
+    sweep/table.py report reads the overrides from it)."""
+    config = json.loads((flag_run["run_dir"] / "config.json").read_text())
+    assert config["command"] == " ".join(
+        ["python", "train_nn.py"] + flag_run["expected"]["argv"] +
+        ["--data-dir", str(flag_run["data_dir"]), "--out", str(flag_run["run_dir"])])
+
+
+# -----------------------------------------------------------------------------
+# The training / validation split
+
+
+def image_rows(images):
+    """Each image as bytes (the tiny images are all different)."""
+    return [image.tobytes() for image in images]
+
+
+def test_training_and_validation_images_split_the_limited_set(flag_run):
+    """Disjoint, together the first --limit images, each in one of them once;
+    the validation images are the ones the loop evaluates."""
+    expected, trainer = flag_run["expected"], flag_run["trainer"]
+    limited = image_rows(flag_run["data"]["train_x"][:expected["limit"]])
+    assert len(set(limited)) == len(limited)
+    train, val = image_rows(trainer.train_x), image_rows(trainer.val_x)
+    assert len(train) == expected["training_images"] and len(val) == 25
+    assert not set(train) & set(val)
+    assert sorted(train + val) == sorted(limited)
+    assert flag_run["batches"][0]["images"] is trainer.train_x
+    assert len(flag_run["validated"]) == 2  # once per epoch
+    assert all(images is trainer.val_x for images in flag_run["validated"])
+    # the labels travel with their images
+    by_image = dict(pairs(image_rows(flag_run["data"]["train_x"]),
+                          flag_run["data"]["train_y"].tolist()))
+    assert [by_image[row] for row in val] == trainer.val_y.tolist()
+
+
+def test_the_same_seed_gives_the_same_split(flag_run, tmp_path):
+    """A run started again (or resumed) with its seed gets its split back;
+    another seed draws another."""
+    trainer = flag_run["trainer"]
+
+    def split(seed):
+        config = dict(trainer.config, seed=seed)
+        again = train_nn.Trainer(config, flag_run["data"], str(tmp_path), quiet)
+        return image_rows(again.train_x), image_rows(again.val_x)
+
+    assert split(trainer.config["seed"]) == (image_rows(trainer.train_x),
+                                             image_rows(trainer.val_x))
+    other_train, other_val = split(trainer.config["seed"] + 1)
+    assert set(other_val) != set(image_rows(trainer.val_x))
+    assert sorted(other_train + other_val) == sorted(image_rows(trainer.train_x) +
+                                                     image_rows(trainer.val_x))
+
+
+# -----------------------------------------------------------------------------
 # Learning
-
-
-# Ten colours far apart (the RGB cube's corners, grey, orange): an image's
-# class is its colour under strong noise, which crops and flips keep.
-PALETTE = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
-                    (255, 0, 255), (0, 255, 255), (255, 255, 255), (128, 128, 128),
-                    (255, 128, 0)])
-
-
-def coloured_images(count, seed):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, len(PALETTE), count)
-    images = PALETTE[labels][:, :, None, None] + rng.normal(0, 60, (count, 3, 32, 32))
-    return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
 def test_a_short_run_learns_the_learnable_data(tmp_path):

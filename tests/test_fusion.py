@@ -30,7 +30,7 @@ def unit_shapes():
     unit of a stage and the others (the depth only repeats them)."""
     cases = []
     for variant, width in (("normal", 1), ("bottleneck", 1), ("wide", 4)):
-        unit = models.VARIANTS[variant]["unit"]
+        block = models.VARIANTS[variant]["block"]
         channels, size = models.STEM_FILTERS, 32
         for stage, filters in enumerate(models.VARIANTS[variant]["filters"]):
             for index in range(2):
@@ -39,7 +39,7 @@ def unit_shapes():
                               stage == 0 and index == 0))
                 size //= stride
                 channels = filters * width * (
-                    models.BOTTLENECK_EXPANSION if unit == "bottleneck" else 1)
+                    models.BOTTLENECK_EXPANSION if block == "bottleneck" else 1)
     return cases
 
 
@@ -49,7 +49,7 @@ UNITS = unit_shapes()
 def build_unit(variant, channels, size, filters, stride, preactivated, batch, seed=0):
     lasagne.random.set_rng(np.random.RandomState(seed))
     incoming = InputLayer((batch, channels, size, size))
-    return models.residual_unit(incoming, filters, stride, models.VARIANTS[variant]["unit"],
+    return models.residual_unit(incoming, filters, stride, models.VARIANTS[variant]["block"],
                                 SPEC, preactivated=preactivated, name="unit")
 
 

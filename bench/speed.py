@@ -366,8 +366,10 @@ class Live:
 
     def __init__(self, kind, spec, compiledir):
         env = dict(os.environ)
+        # last: Theano takes the last base_compiledir, and importing the engine
+        # in this process wrote the project's folder into THEANO_FLAGS
         flags = [f for f in (env.get("THEANO_FLAGS", ""),) if f]
-        env["THEANO_FLAGS"] = ",".join(["base_compiledir=%s" % compiledir] + flags)
+        env["THEANO_FLAGS"] = ",".join(flags + ["base_compiledir=%s" % compiledir])
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--live", kind, json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=PROJECT)
@@ -495,7 +497,7 @@ IMPLEMENTATIONS = {"plain": ("baseline", ""), "plain+omp": ("baseline", "openmp=
 def run_child(spec, compiledir):
     env = dict(os.environ)
     flags = [f for f in (env.get("THEANO_FLAGS", ""), spec.get("flags", "")) if f]
-    env["THEANO_FLAGS"] = ",".join(["base_compiledir=%s" % compiledir] + flags)
+    env["THEANO_FLAGS"] = ",".join(flags + ["base_compiledir=%s" % compiledir])   # see Live
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
                          capture_output=True, text=True, env=env, cwd=PROJECT)
     for line in out.stdout.splitlines():

@@ -302,10 +302,8 @@ BUGS = {
         [R + "test_a_folder_holding_a_finished_runs_files_is_refused_naming_them"]),
     "run-data-folder-ignored": (
         "test_model.py --run evaluates on data/ instead of the run's data folder",
-        [("test_model.py", "            if args.data_dir is None:\n"
-                           "                args.data_dir, source = run_data_dir(args.run)",
-          "            if False:\n"
-          "                args.data_dir, source = run_data_dir(args.run)")],
+        [("test_model.py", "            args.data_dir, source = run_data_dir(run_dir)",
+          "            source = None")],
         [R + "test_test_model_run_uses_the_data_folder_the_run_used"]),
     "bad-crc-traceback": (
         "a weights file with a bad checksum ends in zipfile's traceback",
@@ -536,6 +534,16 @@ BUGS = {
         "the guard against submitting twice asks squeue about the array, not the job",
         [("sweep/table.py", 'str(job["id"]), "-o"', 'str(job["array"]), "-o"')],
         [SWEEP + "test_resubmitting_a_partly_finished_sweep_submits_the_rest_once"]),
+    "error-as-mean": (
+        "errors computed as 100 * mean(wrong): 57 of 100 images is 56.99999999999999",
+        [("models.py", "return 100.0 * int(np.count_nonzero(np.asarray(labels) != predictions)) / len(labels)",
+          "return 100.0 * float(np.mean(np.asarray(labels) != predictions))")],
+        [E + "test_error_percentages_are_one_division_of_the_wrong_count"]),
+    "weights-in-a-run-on-default-data": (
+        "test_model.py --weights RUN/weights_final.npz tests on data/, not the run's data folder",
+        [("test_model.py", 'args.run or os.path.isfile(os.path.join(run_dir, "config.json"))):',
+          "args.run):")],
+        [R + "test_test_model_weights_in_a_run_folder_use_the_data_folder_the_run_used"]),
     "sweep-first-recipe-only": (
         "sweep/table.py --recipes paper,seed runs the first recipe only",
         [("sweep/table.py", "for recipe in chosen]", "for recipe in chosen[:1]]")],

@@ -239,6 +239,21 @@ def test_test_model_run_uses_the_data_folder_the_run_used(short_run, tmp_path):
 
 
 @slow
+def test_test_model_weights_in_a_run_folder_use_the_data_folder_the_run_used(short_run,
+                                                                            tmp_path):
+    run, trained = short_run
+    result = run_cli(TEST, "--weights", run / "weights_final.npz",
+                     "--out", tmp_path / "report.json", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded = json.loads((run / "config.json").read_text())["data_dir"]
+    assert "data: %s (the run's, from its checkpoint)" % recorded in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["data"]["folder"] == os.path.join(recorded, "cifar-10-batches-py")
+    final = float(read_log(run)[-1]["test_error"])
+    assert report["error"] == pytest.approx(final, abs=1e-9)
+
+
+@slow
 def test_test_model_run_names_a_data_folder_that_has_gone(short_run, tmp_path):
     run = copy_of(short_run[0], tmp_path)
     moved = tmp_path / "gone"

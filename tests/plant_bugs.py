@@ -5,6 +5,7 @@ check that the tests meant to catch each one fail with it and pass without it.
     python tests/plant_bugs.py --list
     python tests/plant_bugs.py wrn-no-momentum-restart no-flips
     python tests/plant_bugs.py --keep           # leave the copy for a look
+    python tests/plant_bugs.py --check          # seconds: texts found, tests named exist
 
 The copy holds the files git tracks or would track (``git ls-files -co
 --exclude-standard``). Each bug is a text substitution that must match exactly
@@ -612,12 +613,41 @@ def apply(copy, substitutions):
     return originals
 
 
+def check_bugs():
+    """0 when every substitution matches once and every named test is
+    collected; else the problems, one a line, and 1."""
+    problems = []
+    for name, (what, substitutions, expected) in BUGS.items():
+        for path, old, new in substitutions:
+            with open(os.path.join(PROJECT_DIR, path)) as f:
+                found = f.read().count(old)
+            if found != 1:
+                problems.append("%s: its text is found %d times in %s" % (name, found, path))
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                                "-p", "no:cacheprovider", "tests"], cwd=PROJECT_DIR,
+                               capture_output=True, text=True).stdout.splitlines()
+    ids = {line.strip() for line in collected}
+    for name, (what, substitutions, expected) in BUGS.items():
+        for test in expected:
+            if test not in ids and not any(i.startswith(test + "[") for i in ids):
+                problems.append("%s: no test %s" % (name, test))
+    for problem in problems:
+        print(problem)
+    print("%d bugs, %d problems" % (len(BUGS), len(problems)))
+    return 1 if problems else 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bugs", nargs="*", help="names (default: all)")
     parser.add_argument("--list", action="store_true", help="list the bugs and exit")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument("--check", action="store_true",
+                        help="only check, in seconds, that every bug's text is found once in "
+                             "the project and every test it names exists (after a merge)")
     args = parser.parse_args()
+    if args.check:
+        return check_bugs()
     if args.list:
         for name, (what, _, tests) in BUGS.items():
             print("%-40s %s\n%40s caught by: %s" % (name, what, "", ", ".join(tests)))

@@ -907,7 +907,13 @@ def error_percent(net, images, labels, stats):
     """Test or validation error in %, or None for no images."""
     if len(images) == 0:
         return None
-    return 100.0 * float(np.mean(predict_labels(net, images, stats) != labels))
+    return percent_wrong(labels, predict_labels(net, images, stats))
+
+
+def percent_wrong(labels, predictions):
+    """100 * wrong / count, one division: 57 of 100 is 57.0, where
+    100 * mean(wrong) gives 56.99999999999999."""
+    return 100.0 * int(np.count_nonzero(np.asarray(labels) != predictions)) / len(labels)
 
 
 def classification_report(labels, predictions, label_names):
@@ -917,7 +923,7 @@ def classification_report(labels, predictions, label_names):
     confusion = np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k)
     per_class = 100.0 * np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
     return {"count": int(len(labels)),
-            "error": 100.0 * float(np.mean(labels != predictions)) if len(labels) else None,
+            "error": percent_wrong(labels, predictions) if len(labels) else None,
             "per_class_accuracy": OrderedDict(zip(label_names, per_class.tolist())),
             "confusion": confusion.tolist(),
             "label_names": list(label_names)}

@@ -53,8 +53,9 @@ def build_parser():
                              "the old repository's .pklz); default: the one in "
                              "data/weights/<network>/")
     parser.add_argument("--data-dir", metavar="D",
-                        help="folder holding cifar-10-batches-py/ (default: data/; "
-                             "downloaded there when missing)")
+                        help="folder holding cifar-10-batches-py/ (default: the run's for "
+                             "weights in a run folder, else data/; downloaded there when "
+                             "missing)")
     parser.add_argument("--batch-size", type=int, default=500,
                         help="images per evaluation batch (default: 500)")
     parser.add_argument("--pixel-mean", metavar="NPY",
@@ -356,10 +357,15 @@ def main(argv=None):
             raise UserError(str(error))
         if args.run:
             args.weights = run_weights(args.run)
-            if args.data_dir is None:
-                args.data_dir, source = run_data_dir(args.run)
-                if args.data_dir:
-                    print("data: %s (the run's, from %s)" % (args.data_dir, source))
+        # Weights in a run folder (--run, or --weights RUN/weights_final.npz)
+        # are tested on the data that run used, unless --data-dir says otherwise.
+        run_dir = args.run or (os.path.dirname(os.path.abspath(args.weights))
+                               if args.weights else None)
+        if run_dir and args.data_dir is None and (
+                args.run or os.path.isfile(os.path.join(run_dir, "config.json"))):
+            args.data_dir, source = run_data_dir(run_dir)
+            if args.data_dir:
+                print("data: %s (the run's, from %s)" % (args.data_dir, source))
         weights = old_values = old_record = None
         if args.weights and not args.weights.endswith(".pklz"):
             weights = utils.read_weights(args.weights, advice=weights_advice(args.weights))

@@ -5,6 +5,7 @@ check that the tests meant to catch each one fail with it and pass without it.
     python tests/plant_bugs.py --list
     python tests/plant_bugs.py wrn-no-momentum-restart no-flips
     python tests/plant_bugs.py --keep           # leave the copy for a look
+    python tests/plant_bugs.py --check          # seconds: texts found, tests named exist
 
 The copy holds the files git tracks or would track (``git ls-files -co
 --exclude-standard``). Each bug is a text substitution that must match exactly
@@ -305,10 +306,8 @@ BUGS = {
         [R + "test_a_folder_holding_a_finished_runs_files_is_refused_naming_them"]),
     "run-data-folder-ignored": (
         "test_model.py --run evaluates on data/ instead of the run's data folder",
-        [("test_model.py", "            if args.data_dir is None:\n"
-                           "                args.data_dir, source = run_data_dir(args.run)",
-          "            if False:\n"
-          "                args.data_dir, source = run_data_dir(args.run)")],
+        [("test_model.py", "            args.data_dir, source = run_data_dir(run_dir)",
+          "            source = None")],
         [R + "test_test_model_run_uses_the_data_folder_the_run_used"]),
     "bad-crc-traceback": (
         "a weights file with a bad checksum ends in zipfile's traceback",
@@ -539,6 +538,16 @@ BUGS = {
         "the guard against submitting twice asks squeue about the array, not the job",
         [("sweep/table.py", 'str(job["id"]), "-o"', 'str(job["array"]), "-o"')],
         [SWEEP + "test_resubmitting_a_partly_finished_sweep_submits_the_rest_once"]),
+    "error-as-mean": (
+        "errors computed as 100 * mean(wrong): 57 of 100 images is 56.99999999999999",
+        [("models.py", "return 100.0 * int(np.count_nonzero(np.asarray(labels) != predictions)) / len(labels)",
+          "return 100.0 * float(np.mean(np.asarray(labels) != predictions))")],
+        [E + "test_error_percentages_are_one_division_of_the_wrong_count"]),
+    "weights-in-a-run-on-default-data": (
+        "test_model.py --weights RUN/weights_final.npz tests on data/, not the run's data folder",
+        [("test_model.py", 'args.run or os.path.isfile(os.path.join(run_dir, "config.json"))):',
+          "args.run):")],
+        [R + "test_test_model_weights_in_a_run_folder_use_the_data_folder_the_run_used"]),
     "sweep-first-recipe-only": (
         "sweep/table.py --recipes paper,seed runs the first recipe only",
         [("sweep/table.py", "for recipe in chosen]", "for recipe in chosen[:1]]")],
@@ -651,12 +660,41 @@ def apply(copy, substitutions):
     return originals
 
 
+def check_bugs():
+    """0 when every substitution matches once and every named test is
+    collected; else the problems, one a line, and 1."""
+    problems = []
+    for name, (what, substitutions, expected) in BUGS.items():
+        for path, old, new in substitutions:
+            with open(os.path.join(PROJECT_DIR, path)) as f:
+                found = f.read().count(old)
+            if found != 1:
+                problems.append("%s: its text is found %d times in %s" % (name, found, path))
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                                "-p", "no:cacheprovider", "tests"], cwd=PROJECT_DIR,
+                               capture_output=True, text=True).stdout.splitlines()
+    ids = {line.strip() for line in collected}
+    for name, (what, substitutions, expected) in BUGS.items():
+        for test in expected:
+            if test not in ids and not any(i.startswith(test + "[") for i in ids):
+                problems.append("%s: no test %s" % (name, test))
+    for problem in problems:
+        print(problem)
+    print("%d bugs, %d problems" % (len(BUGS), len(problems)))
+    return 1 if problems else 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bugs", nargs="*", help="names (default: all)")
     parser.add_argument("--list", action="store_true", help="list the bugs and exit")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument("--check", action="store_true",
+                        help="only check, in seconds, that every bug's text is found once in "
+                             "the project and every test it names exists (after a merge)")
     args = parser.parse_args()
+    if args.check:
+        return check_bugs()
     if args.list:
         for name, (what, _, tests) in BUGS.items():
             print("%-40s %s\n%40s caught by: %s" % (name, what, "", ", ".join(tests)))

@@ -189,3 +189,21 @@ def test_finish_tests_the_best_weights_then_puts_the_final_ones_back(best_not_la
     rows = read_log(run)
     assert [row["test_error"] != "" for row in rows] == [False, True]  # --test-every 0
     assert float(rows[-1]["test_error"]) == pytest.approx(final_error, abs=1e-9)
+
+
+def test_error_percentages_are_one_division_of_the_wrong_count():
+    """Every error of k wrong in n is the float nearest 100 k / n (57 of 100
+    is 57.0, not 100 * mean's 56.99999999999999), in the report test_model.py
+    writes and in the loop's error."""
+    labels = np.zeros(100, np.int64)
+    for wrong in range(101):
+        predictions = np.zeros(100, np.int64)
+        predictions[:wrong] = 1
+        report = models.classification_report(labels, predictions, ["a", "b"])
+        assert report["error"] == wrong, (wrong, report["error"])
+        assert models.percent_wrong(labels, predictions) == wrong
+    for n in (7, 30, 10000):
+        for wrong in range(0, n + 1, max(1, n // 97)):
+            predictions = np.zeros(n, np.int64)
+            predictions[:wrong] = 1
+            assert models.percent_wrong(np.zeros(n, np.int64), predictions) == 100.0 * wrong / n

@@ -239,6 +239,21 @@ def test_test_model_run_uses_the_data_folder_the_run_used(short_run, tmp_path):
 
 
 @slow
+def test_test_model_weights_in_a_run_folder_use_the_data_folder_the_run_used(short_run,
+                                                                            tmp_path):
+    run, trained = short_run
+    result = run_cli(TEST, "--weights", run / "weights_final.npz",
+                     "--out", tmp_path / "report.json", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded = json.loads((run / "config.json").read_text())["data_dir"]
+    assert "data: %s (the run's, from its checkpoint)" % recorded in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["data"]["folder"] == os.path.join(recorded, "cifar-10-batches-py")
+    final = float(read_log(run)[-1]["test_error"])
+    assert report["error"] == pytest.approx(final, abs=1e-9)
+
+
+@slow
 def test_test_model_run_names_a_data_folder_that_has_gone(short_run, tmp_path):
     run = copy_of(short_run[0], tmp_path)
     moved = tmp_path / "gone"
@@ -259,9 +274,21 @@ def test_test_model_run_names_a_data_folder_that_has_gone(short_run, tmp_path):
 # -- 4. damaged files are one line each -----------------------------------------------
 
 
-def flip_bytes(path, at=0.5, count=8):
+def flip_bytes(path, count=8):
+    """Invert ``count`` bytes in the middle of the largest array's data.
+    (Not the file's middle: that may fall in a member's local header, whose
+    date, sizes and extra field Python's zipfile ignores, so the arrays read
+    back intact and nothing is damaged; where depends on the lengths of the
+    paths the run recorded.)"""
+    import struct
+    import zipfile
     raw = bytearray(path.read_bytes())
-    start = int(len(raw) * at)
+    with zipfile.ZipFile(str(path)) as archive:
+        largest = max(archive.infolist(), key=lambda i: i.compress_size)
+    name_length, extra_length = struct.unpack(
+        "<HH", raw[largest.header_offset + 26:largest.header_offset + 30])
+    data = largest.header_offset + 30 + name_length + extra_length
+    start = data + largest.compress_size // 2
     raw[start:start + count] = bytes(b ^ 0xFF for b in raw[start:start + count])
     path.write_bytes(bytes(raw))
 

@@ -1,7 +1,7 @@
 """Plant realistic bugs, one at a time, in a temporary copy of the project, and
 check that the tests meant to catch each one fail with it and pass without it.
 
-    python tests/plant_bugs.py                  # all of them (40 minutes or so)
+    python tests/plant_bugs.py                  # all of them (20-40 minutes)
     python tests/plant_bugs.py --list
     python tests/plant_bugs.py wrn-no-momentum-restart no-flips
     python tests/plant_bugs.py --keep           # leave the copy for a look

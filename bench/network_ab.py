@@ -1,13 +1,18 @@
-"""Whole training steps with the direct kernels against the automatic choice
-(Winograd where engine/c_code/winograd.c's pw_pays chooses it), in one
-process, in alternating rounds.
+"""Whole training steps under two settings of the engine, in one process, in
+alternating rounds.
 
+    python bench/network_ab.py "normal 18"                            # direct vs auto
+    python bench/network_ab.py "normal 3" --a fusion=off --b fusion=on
+    python bench/network_ab.py "wide 2 4" --a algo=winograd --b algo=winograd4
     OMP_NUM_THREADS=1 python bench/network_ab.py "normal 18" --cpu-time
 
-Two networks of the same graph, fed the same batch (the weights do not
-matter for the time); prints the median step time of each and their ratio. --cpu-time times the
-process's CPU time (with OMP_NUM_THREADS=1: figures that hold on a loaded
-machine).
+A setting is a comma-separated list of ``algo=NAME`` (engine.ops.ALGOS, what
+the convolutions run) and ``fusion=on|off`` (engine/fusion.py's rewrites);
+what it leaves out is the default (auto, on). Two networks of the same
+graph, compiled under each setting, fed the same batch (the weights do not
+matter for the time); prints the median step time of each and their ratio.
+--cpu-time times the process's CPU time (with OMP_NUM_THREADS=1: figures
+that hold on a loaded machine).
 """
 import argparse
 import os
@@ -17,40 +22,61 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def parse_setting(text):
+    """{'algo': ..., 'fusion': bool} from 'algo=direct,fusion=off'."""
+    setting = {"algo": "auto", "fusion": True}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        if key == "algo":
+            setting["algo"] = value
+        elif key == "fusion" and value in ("on", "off"):
+            setting["fusion"] = value == "on"
+        else:
+            raise SystemExit("error: %r is not algo=NAME or fusion=on|off" % item)
+    return setting
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("networks", nargs="+", help="'VARIANT DEPTH [WIDTH]'")
+    parser.add_argument("--a", default="algo=direct", help="setting A (default: %(default)s)")
+    parser.add_argument("--b", default="algo=auto", help="setting B (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=2, help="steps per round")
     parser.add_argument("--cpu-time", action="store_true")
     args = parser.parse_args()
     import numpy as np
     import engine  # noqa: F401  (configures Theano)
-    from engine import compat, ops
+    from engine import compat, fusion, ops
     import networks
     compat.keep_freed_memory()
+    settings = {"A": parse_setting(args.a), "B": parse_setting(args.b)}
+    for setting in settings.values():
+        if setting["algo"] not in ops.ALGOS:
+            raise SystemExit("error: algo must be one of %s" % ", ".join(ops.ALGOS))
     clock = time.process_time if args.cpu_time else time.time
     for network in args.networks:
         steps = {}
-        for algo in ("direct", "auto"):
-            ops.DEFAULT_ALGO = algo
-            steps[algo], recipe = networks.paper_training_step(network)
-        ops.DEFAULT_ALGO = "auto"
+        try:
+            for name, setting in settings.items():
+                ops.DEFAULT_ALGO, fusion.ENABLED = setting["algo"], setting["fusion"]
+                steps[name], recipe = networks.paper_training_step(network)
+        finally:
+            ops.DEFAULT_ALGO, fusion.ENABLED = "auto", True
         x, y = networks.random_batch(recipe["batch_size"])
-        times = {algo: [] for algo in steps}
-        for algo in steps:
-            steps[algo](x, y)
+        times = {name: [] for name in steps}
+        for step in steps.values():
+            step(x, y)
         for _ in range(args.rounds):
-            for algo, step in steps.items():
+            for name, step in steps.items():
                 for _ in range(args.steps):
                     t = clock()
                     step(x, y)
-                    times[algo].append(clock() - t)
-        direct, auto = (float(np.median(times[a])) for a in ("direct", "auto"))
-        print("%s: step %.3f s direct, %.3f s auto (Winograd where chosen): %.2fx (%s, %d "
-              "steps each)" % (network, direct, auto, direct / auto,
-                              "CPU time" if args.cpu_time else "wall clock",
-                              len(times["auto"])), flush=True)
+                    times[name].append(clock() - t)
+        a, b = (float(np.median(times[name])) for name in "AB")
+        print("%s: step %.3f s A (%s), %.3f s B (%s): B is %.2fx as fast (%s, %d steps each)"
+              % (network, a, args.a, b, args.b, a / b,
+                 "CPU time" if args.cpu_time else "wall clock", len(times["A"])), flush=True)
 
 
 if __name__ == "__main__":

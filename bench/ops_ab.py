@@ -2,6 +2,7 @@
 
     python bench/ops_ab.py HEAD~1                     # the three 3x3 stages
     python bench/ops_ab.py HEAD~1 128,64,32,16,1      # B,C,H,M,k cases
+    python bench/ops_ab.py HEAD~1 128,16,32,32,3,2    # B,C,H,M,k,stride
     python bench/ops_ab.py /tmp/other/engine          # an engine/ folder
     python bench/ops_ab.py . --algo direct --algo-b winograd   # two algorithms, this tree
 
@@ -57,7 +58,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("other", help="the other engine (B): a git revision or an "
                                       "engine/ folder")
-    parser.add_argument("cases", nargs="*", default=STAGES, help="B,C,H,M,k (default: %(default)s)")
+    parser.add_argument("cases", nargs="*", default=STAGES, help="B,C,H,M,k[,stride] (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--cpu-time", action="store_true",
                         help="time by the process's CPU time, not the wall clock: with "
@@ -78,17 +79,20 @@ def main():
     rng = np.random.default_rng(0)
     clock = time.process_time if args.cpu_time else time.time
     for case in args.cases:
-        batch, channels, size, out_channels, k = (int(v) for v in case.split(","))
+        numbers = [int(v) for v in case.split(",")]
+        batch, channels, size, out_channels, k = numbers[:5]
+        stride = numbers[5] if len(numbers) > 5 else 1
+        out_size = -(-size // stride)
         x, w, dy = T.tensor4(), T.tensor4(), T.tensor4()
         values = [rng.normal(size=shape).astype("float32") for shape in (
             (batch, channels, size, size), (out_channels, channels, k, k),
-            (batch, out_channels, size, size))]
+            (batch, out_channels, out_size, out_size))]
         functions = {}
         for name, module, algo in (("A", ops, args.algo), ("B", other, args.algo_b)):
             kwargs = {} if algo is None else {"algo": algo}
-            functions[name] = (theano.function([x, w], module.Conv2D(1, **kwargs)(x, w)),
+            functions[name] = (theano.function([x, w], module.Conv2D(stride, **kwargs)(x, w)),
                                theano.function([x, w, dy],
-                                               module.Conv2DGrad(1, **kwargs)(x, w, dy)))
+                                               module.Conv2DGrad(stride, **kwargs)(x, w, dy)))
         results = {name: [np.asarray(r) for r in [f[0](*values[:2])] + list(f[1](*values))]
                    for name, f in functions.items()}
         same = all(np.array_equal(a, b) for a, b in zip(results["A"], results["B"]))
@@ -103,13 +107,13 @@ def main():
                         t = clock()
                         functions[name][part](*inputs)
                         times[(name, part)].append(clock() - t)
-        flops = 2.0 * batch * out_channels * channels * k * k * size * size
+        flops = 2.0 * batch * out_channels * channels * k * k * out_size * out_size
 
         def rate(name, part):
             return (1 + part) * flops / float(np.median(times[(name, part)])) / 1e9
-        print("B%d C%d H%d M%d k%d: forward A %.0f B %.0f GFLOP/s (%+.1f %%), gradients A %.0f "
+        print("B%d C%d H%d M%d k%d/%d: forward A %.0f B %.0f GFLOP/s (%+.1f %%), gradients A %.0f "
               "B %.0f GFLOP/s (%+.1f %%), same results: %s (%s)" % (
-                  batch, channels, size, out_channels, k, rate("A", 0), rate("B", 0),
+                  batch, channels, size, out_channels, k, stride, rate("A", 0), rate("B", 0),
                   100 * (rate("B", 0) / rate("A", 0) - 1), rate("A", 1), rate("B", 1),
                   100 * (rate("B", 1) / rate("A", 1) - 1), "yes" if same else "no",
                   differences), flush=True)

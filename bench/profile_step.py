@@ -2,6 +2,8 @@
 
     python bench/profile_step.py "normal 18"
     python bench/profile_step.py "normal 18" "wide 2 4" --steps 6
+    python bench/profile_step.py "normal 3" --fusion off     # engine/fusion.py's rewrites off
+    python bench/profile_step.py "normal 3" --batch 16       # the costs that do not scale
 
 Compiles the paper recipe's training step with Theano's profiler on, runs it
 on one random batch (after a first, unprofiled step) and prints, per kind of
@@ -21,9 +23,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def kind_of(op):
     name = type(op).__name__
     if name == "Conv2D":
-        return "convolution, forward"
+        return "convolution, forward" + (" (+ BN read, sum)" if op.prologue or op.residual
+                                         else "")
     if name == "Conv2DGrad":
-        return "convolution, gradients"
+        return "convolution, gradients" + (" (+ BN gradient)" if op.bn_grad else "")
+    if name == "BatchNormStats":
+        return "batch norm statistics"
+    if name == "BatchNormGradApply":
+        return "batch norm gradient, rest (+ sum)"
     if "BatchNorm" in name or "ScaleShift" in name:
         return "batch norm (+ ReLU), " + ("gradient" if "Grad" in name else "forward")
     if name == "Elemwise":
@@ -35,10 +42,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("networks", nargs="+", help="'VARIANT DEPTH [WIDTH]'")
     parser.add_argument("--steps", type=int, default=4, help="profiled steps")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="images per step (default: the recipe's batch size)")
+    parser.add_argument("--fusion", choices=("on", "off"), default="on",
+                        help="engine/fusion.py's rewrites (default: on, as train_nn.py runs)")
     args = parser.parse_args()
     import engine  # noqa: F401  (configures Theano)
     import theano
-    from engine import compat, ops
+    from engine import compat, fusion, ops
+    fusion.ENABLED = args.fusion == "on"
     import networks
     compat.keep_freed_memory()
     theano.config.profile = True
@@ -46,7 +58,7 @@ def main():
     from theano.compile import profiling
     for network in args.networks:
         step, recipe = networks.paper_training_step(network)
-        batch = recipe["batch_size"]
+        batch = args.batch or recipe["batch_size"]
         x, y = networks.random_batch(batch)
         step(x, y)
         profile = step.profile
@@ -77,8 +89,9 @@ def main():
         # shares of the ops' own time: memory profiling needs Theano's Python
         # VM, whose overhead between ops the C VM that train_nn.py uses has not
         total = sum(by_kind.values())
-        print("%s, batch %d, convolutions %s: the ops %.3f s a step (the profiled call %.3f s; "
-              "mean of %d steps)" % (network, batch, ops.DEFAULT_ALGO, total, call, args.steps))
+        print("%s, batch %d, convolutions %s, fusion %s: the ops %.3f s a step (the profiled "
+              "call %.3f s; mean of %d steps)" % (network, batch, ops.DEFAULT_ALGO, args.fusion,
+                                                   total, call, args.steps))
         for kind, seconds in by_kind.most_common():
             print("  %-45s %7.1f ms  %5.1f %%" % (kind, 1e3 * seconds, 100 * seconds / total))
         print("  convolutions (GFLOP/s of the direct convolution's arithmetic):")

@@ -3,6 +3,7 @@ networks side by side with the same networks built the plain way.
 
     python bench/speed.py                      # normal 18, bottleneck 18, wide 2 4, normal 3
     python bench/speed.py --networks "normal 3" --steps 4      # a quick look
+    python bench/speed.py --quick              # the regression guard: a few minutes
 
 "Plain way" (the baseline): PyPI Lasagne 0.1's stock Conv2DLayer(pad='same')
 (a kernel-flipping 'full' convolution, cropped), batch normalisation written
@@ -36,6 +37,13 @@ of training steps (then of evaluation), so both see the machine in the same
 state; ratios are ours / PyTorch of the medians. "Effective GFLOP/s" is the
 direct convolutions' arithmetic (6 x forward multiply-adds per image) over the
 step's time, paired with an sgemm timed right after each of our rounds.
+
+The regression guard (``--quick``, default network "normal 18"): in this
+process, on the compile cache as it is, rounds of training steps each
+paired with an sgemm; prints the step's effective GFLOP/s over sgemm's
+beside the same figure of the last run committed in docs/speed/ (a ratio of
+ratios: this machine's speed drifts, the ratio to sgemm far less), and how
+many of the step's convolutions engine/fusion.py fused. Nothing is written.
 """
 
 import argparse
@@ -358,8 +366,10 @@ class Live:
 
     def __init__(self, kind, spec, compiledir):
         env = dict(os.environ)
+        # last: Theano takes the last base_compiledir, and importing the engine
+        # in this process wrote the project's folder into THEANO_FLAGS
         flags = [f for f in (env.get("THEANO_FLAGS", ""),) if f]
-        env["THEANO_FLAGS"] = ",".join(["base_compiledir=%s" % compiledir] + flags)
+        env["THEANO_FLAGS"] = ",".join(flags + ["base_compiledir=%s" % compiledir])
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--live", kind, json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=PROJECT)
@@ -487,7 +497,7 @@ IMPLEMENTATIONS = {"plain": ("baseline", ""), "plain+omp": ("baseline", "openmp=
 def run_child(spec, compiledir):
     env = dict(os.environ)
     flags = [f for f in (env.get("THEANO_FLAGS", ""), spec.get("flags", "")) if f]
-    env["THEANO_FLAGS"] = ",".join(["base_compiledir=%s" % compiledir] + flags)
+    env["THEANO_FLAGS"] = ",".join(flags + ["base_compiledir=%s" % compiledir])   # see Live
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
                          capture_output=True, text=True, env=env, cwd=PROJECT)
     for line in out.stdout.splitlines():
@@ -517,6 +527,67 @@ def sgemm_timer(size=4096):
         f(x)
         return 2 * size ** 3 / (time.time() - t) / 1e9
     return run
+
+
+def last_committed_run(network):
+    """(file name, effective / sgemm) of the newest JSON in docs/speed/ with a
+    side-by-side row for ``network``, or None."""
+    folder = os.path.join(PROJECT, "docs", "speed")
+    for name in sorted(os.listdir(folder) if os.path.isdir(folder) else [], reverse=True):
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(folder, name)) as f:
+            rows = json.load(f).get("torch_rows", [])
+        for row in rows:
+            if row["network"] == network and "effective_over_sgemm" in row:
+                return name, row["effective_over_sgemm"]
+    return None
+
+
+def quick(networks, rounds, round_steps):
+    """The regression guard (see the module's docstring)."""
+    import numpy as np
+    import engine  # noqa: F401  (configures Theano)
+    from engine import compat, ops
+    import models
+    import networks as bench_networks
+    compat.keep_freed_memory()   # as train_nn.py runs
+    sgemm = sgemm_timer()
+    for network in networks:
+        variant, depth, width = parse_network(network)
+        t = time.time()
+        step, recipe = bench_networks.paper_training_step(network)
+        compile_s = time.time() - t
+        nodes = step.maker.fgraph.toposort()
+        fused = sum(isinstance(n.op, (ops.Conv2D, ops.Conv2DGrad)) and n.op.prologue is not None
+                    for n in nodes)
+        convolutions = sum(isinstance(n.op, (ops.Conv2D, ops.Conv2DGrad)) for n in nodes)
+        batch = recipe["batch_size"]
+        flops = 6 * forward_macs(models.build_model(variant, depth, width)) * batch
+        x, y = bench_networks.random_batch(batch)
+        step(x, y)
+        pairs, times = [], []
+        for _ in range(rounds):
+            round_times = []
+            for _ in range(round_steps):
+                t = time.time()
+                step(x, y)
+                round_times.append(time.time() - t)
+            times += round_times
+            pairs.append(flops / float(np.median(round_times)) / 1e9 / sgemm())
+            time.sleep(0.1)   # spinning BLAS threads leave the cores
+        ratio = float(np.median(pairs))
+        last = last_committed_run(network)
+        print("%s: step %.3f s (%.0f img/s), effective %.2f x sgemm (%d rounds of %d steps, "
+              "each paired with an sgemm; %.2f-%.2f); %d of %d convolution ops read through a "
+              "batch norm; compiled in %.0f s" % (
+                  network, float(np.median(times)), batch / float(np.median(times)), ratio,
+                  rounds, round_steps, min(pairs), max(pairs), fused, convolutions, compile_s))
+        if last:
+            print("  last committed run (docs/speed/%s): %.2f x sgemm; now / then: %.2f"
+                  % (last[0], last[1], ratio / last[1]), flush=True)
+        else:
+            print("  no committed run in docs/speed/ has %s" % network, flush=True)
 
 
 def sgemm_gflops(repeats=5):
@@ -557,6 +628,10 @@ def main():
     parser.add_argument("--direct", action="store_true",
                         help="side by side: also ours with the direct convolutions alone "
                              "(engine.ops.DEFAULT_ALGO='direct'), a third live process")
+    parser.add_argument("--quick", action="store_true",
+                        help="the regression guard: effective GFLOP/s over sgemm of the "
+                             "training step (--networks, default 'normal 18'), beside the last "
+                             "committed run's; a few minutes, nothing written")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--live", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -565,6 +640,10 @@ def main():
     if args.live:
         kind, spec = args.live
         return (live_ours if kind == "ours" else live_torch)(json.loads(spec))
+    if args.quick:
+        chosen = args.networks if args.networks != ",".join(NETWORKS) else "normal 18"
+        return quick([n.strip() for n in chosen.split(",") if n.strip()], args.rounds,
+                     args.round_steps)
     if min(args.steps, args.pairs, args.pairs_plain) < 1:
         parser.error("--steps, --pairs and --pairs-plain take a count of at least 1")
 

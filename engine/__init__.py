@@ -10,6 +10,8 @@ imports a top-level module of the project.
   programs to call when they start.
 - ``layers``: a cross-correlation convolution layer and batch normalisation.
 - ``ops``: the C ops those layers run on the CPU (C in ``c_code/``).
+- ``fusion``: graph rewrites that fold batch norm, ReLU and residual sums into
+  those ops in compiled functions.
 - ``updates``: Torch's Nesterov SGD, Lasagne's, and the two ways of weight decay.
 - ``loop``: a batch prefetcher, a progress line with an ETA, stop-on-signal
   handling, and the description of the machine and libraries of a run.

@@ -37,6 +37,7 @@ from lasagne import init
 from lasagne.layers import Layer, NonlinearityLayer
 from lasagne.nonlinearities import identity, rectify
 
+from . import fusion  # noqa: F401  (registers the rewrites that fuse the ops)
 from . import ops
 
 USE_C_OPS = True

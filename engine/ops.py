@@ -127,11 +127,17 @@ def _check_float32(*variables):
 
 
 # How a convolution is computed: "auto" chooses by the shapes (Winograd
-# F(2x2, 3x3) for the stride-1 3x3 ones where it pays, see winograd.c's
-# pw_pays), "direct" the direct kernels (im2col + sgemm for stride 2),
-# "winograd" Winograd wherever it applies (stride 1, 3x3), direct elsewhere;
-# "winograd-dx" and "winograd-dw" for one gradient only (to time them apart).
-ALGOS = {"auto": 0, "direct": 1, "winograd": 2, "winograd-dx": 3, "winograd-dw": 4}
+# F(2x2, 3x3) or F(4x4, 3x3) for the stride-1 3x3 ones where it pays, see
+# winograd.c's pw_pays), "direct" the direct kernels (im2col + sgemm for the
+# kernels and strides they do not take), "winograd" / "winograd4" Winograd's
+# 2x2 / 4x4 tiles wherever they apply (stride 1, 3x3), direct elsewhere;
+# "-dx" and "-dw" for one gradient only (to time them apart); "im2col" the
+# 1x1 and 3x3 stride-2 convolutions by im2col + sgemm instead of the direct
+# kernels (conv2d.c's pr_im2col_pays chooses per part in "auto"); "gemm1x1"
+# the 1x1 stride-1 convolutions as one sgemm per image (pr_gemm_pays).
+ALGOS = {"auto": 0, "direct": 1, "winograd": 2, "winograd-dx": 3, "winograd-dw": 4,
+         "winograd4": 5, "winograd4-dx": 6, "winograd4-dw": 7, "im2col": 8, "im2col-dx": 9,
+         "im2col-dw": 10, "gemm1x1": 11}
 # What ops built without an algo use (CrossCorrelation2DLayer builds them so): benchmarks
 # set it to time whole networks with the direct kernels alone.
 DEFAULT_ALGO = "auto"
@@ -152,68 +158,164 @@ class _ConvCOp(_COp):
         return super()._headers() + [blas_headers.openblas_threads_text()]
 
 
+# What a convolution may read its input through (engine/fusion.py puts it
+# there): a batch normalisation with given statistics, with or without its
+# ReLU. Its inputs follow the convolution's: mean, inv_std, gamma, beta (the
+# scale gamma * inv_std is computed as BatchNormTrain computes it).
+PROLOGUES = (None, "bn", "bn_relu")
+
+
+def _check_prologue(prologue):
+    if prologue not in PROLOGUES:
+        raise ValueError("prologue must be one of %s, got %r" % (PROLOGUES, prologue))
+    return prologue
+
+
+def _bn_inputs(op, bn):
+    """The prologue's four per-channel inputs, checked against the op's props."""
+    bn = [T.as_tensor_variable(v) for v in bn]
+    if (len(bn) == 4) != (op.prologue is not None):
+        raise TypeError("%s with prologue %r takes %s batch-norm inputs, got %d"
+                        % (type(op).__name__, op.prologue, "4" if op.prologue else "no", len(bn)))
+    _check_float32(*bn)
+    if any(v.ndim != 1 for v in bn):
+        raise TypeError("the batch-norm inputs are vectors of one value per channel")
+    return bn
+
+
 class Conv2D(_ConvCOp):
     """Cross-correlation with 'same' zero padding (``filter_size // 2``) and a
     stride, of (batch, channels, rows, cols) images with (out, in, k, k)
-    kernels: Theano's ``conv2d(..., border_mode='half', filter_flip=False)``."""
+    kernels: Theano's ``conv2d(..., border_mode='half', filter_flip=False)``.
 
-    __props__ = ("stride", "chunk_bytes", "algo")
+    Fused forms (made by engine/fusion.py from the separate ops, with their
+    bits): ``prologue`` 'bn' or 'bn_relu' reads the images through a batch
+    normalisation with the statistics given as four more inputs (mean,
+    inv_std, gamma, beta; + ReLU), as ``BatchNormTrain``/``ScaleShift`` would
+    have written them; ``residual`` adds one more input, an array shaped as
+    the output, to the result."""
+
+    __props__ = ("stride", "chunk_bytes", "algo", "prologue", "residual")
     C_CALL = """
-    if (pr_conv2d(%(x)s, %(w)s, &%(y)s, %(stride)d, %(chunk_bytes)dL, %(algo)d)) {
+    if (pr_conv2d(%(x)s, %(w)s, %(mean)s, %(inv_std)s, %(gamma)s, %(beta)s, %(addend)s, &%(y)s,
+                  %(stride)d, %(chunk_bytes)dL, %(algo)d, %(relu)d)) {
         %(fail)s
     }
     """
 
-    def make_node(self, x, w):
+    def __init__(self, stride=1, chunk_bytes=CHUNK_BYTES, algo=None, prologue=None,
+                 residual=False):
+        super().__init__(stride, chunk_bytes, algo)
+        self.prologue = _check_prologue(prologue)
+        self.residual = bool(residual)
+
+    def make_node(self, x, w, *more):
         x, w = T.as_tensor_variable(x), T.as_tensor_variable(w)
         _check_float32(x, w)
         if x.ndim != 4 or w.ndim != 4:
             raise TypeError("Conv2D takes 4-d images and kernels")
+        more = list(more)
+        addend = [T.as_tensor_variable(more.pop())] if self.residual and more else []
+        if self.residual and not addend:
+            raise TypeError("Conv2D with residual=True takes the array to add as its last input")
+        bn = _bn_inputs(self, more)
         out = T.TensorType("float32", (x.broadcastable[0], w.broadcastable[0], False, False))()
-        return Apply(self, [x, w], [out])
+        if addend:
+            _check_float32(*addend)
+            if addend[0].type != out.type:
+                raise TypeError("Conv2D: the residual %s is not of the output's type %s"
+                                % (addend[0].type, out.type))
+        return Apply(self, [x, w] + bn + addend, [out])
 
     def infer_shape(self, node, shapes):
-        (b, _, h, w_), (m, _, _, _) = shapes
+        (b, _, h, w_), (m, _, _, _) = shapes[:2]
         s = self.stride
         return [(b, m, (h + s - 1) // s, (w_ + s - 1) // s)]
 
     def grad(self, inputs, output_grads):
+        if self.prologue or self.residual:
+            raise NotImplementedError("fused convolutions exist only in compiled graphs, "
+                                      "after the gradients are taken")
         x, w = inputs
         dx, dw = Conv2DGrad(self.stride, self.chunk_bytes, self.algo)(x, w, output_grads[0])
         return [dx, dw]
 
     def c_code(self, node, name, inputs, outputs, sub):
-        (x, w), (y,) = inputs, outputs
-        return self.C_CALL % {"x": x, "w": w, "y": y, "stride": self.stride,
+        bn = inputs[2:6] if self.prologue else ["NULL"] * 4
+        return self.C_CALL % {"x": inputs[0], "w": inputs[1], "mean": bn[0], "inv_std": bn[1],
+                              "gamma": bn[2], "beta": bn[3],
+                              "addend": inputs[-1] if self.residual else "NULL",
+                              "y": outputs[0], "stride": self.stride,
                               "chunk_bytes": self.chunk_bytes, "algo": ALGOS[self.algo],
-                              "fail": sub["fail"]}
+                              "relu": int(self.prologue == "bn_relu"), "fail": sub["fail"]}
 
 
 class Conv2DGrad(_ConvCOp):
     """Gradients of ``Conv2D`` with respect to the images and the kernels,
-    each chosen as ``Conv2D``'s ``algo`` says (the rest in one direct pass)."""
+    each chosen as ``Conv2D``'s ``algo`` says (the rest in one direct pass).
 
-    __props__ = ("stride", "chunk_bytes", "algo")
+    Fused forms: ``prologue`` as ``Conv2D``'s (the kernel gradient needs the
+    normalised images); ``bn_grad`` (with a prologue) also does the first
+    half of that batch normalisation's gradient: the input gradient comes out
+    masked where the ReLU clamped, followed by two more outputs, the sums over
+    the batch of it and of it times the normalised input per channel
+    (float64), which ``BatchNormGradApply`` finishes; ``dx_residual`` (with
+    ``bn_grad``) takes one more input, added to the input gradient before
+    that (the gradient of the batch norm's output through its other
+    readers)."""
+
+    __props__ = ("stride", "chunk_bytes", "algo", "prologue", "bn_grad", "dx_residual")
     C_CALL = """
-    if (pr_conv2d_grad(%(x)s, %(w)s, %(dy)s, &%(dx)s, &%(dw)s, %(stride)d, %(chunk_bytes)dL,
-                       %(algo)d)) {
+    if (pr_conv2d_grad(%(x)s, %(w)s, %(dy)s, %(mean)s, %(inv_std)s, %(gamma)s, %(beta)s,
+                       %(dx_addend)s, &%(dx)s, &%(dw)s, %(sum_g)s, %(sum_gx)s, %(stride)d,
+                       %(chunk_bytes)dL, %(algo)d, %(relu)d)) {
         %(fail)s
     }
     """
 
-    def make_node(self, x, w, dy):
+    def __init__(self, stride=1, chunk_bytes=CHUNK_BYTES, algo=None, prologue=None,
+                 bn_grad=False, dx_residual=False):
+        super().__init__(stride, chunk_bytes, algo)
+        self.prologue = _check_prologue(prologue)
+        self.bn_grad = bool(bn_grad)
+        self.dx_residual = bool(dx_residual)
+        if self.bn_grad and not self.prologue:
+            raise ValueError("bn_grad needs the batch norm's inputs: a prologue")
+        if self.dx_residual and not self.bn_grad:
+            raise ValueError("dx_residual adds to the batch norm's output gradient: bn_grad")
+
+    def make_node(self, x, w, dy, *more):
         x, w, dy = (T.as_tensor_variable(v) for v in (x, w, dy))
         _check_float32(x, w, dy)
-        return Apply(self, [x, w, dy], [x.type(), w.type()])
+        more = list(more)
+        addend = [T.as_tensor_variable(more.pop())] if self.dx_residual and more else []
+        if self.dx_residual and not addend:
+            raise TypeError("Conv2DGrad with dx_residual=True takes the array to add last")
+        bn = _bn_inputs(self, more)
+        if addend:
+            _check_float32(*addend)
+            if addend[0].type != x.type:
+                raise TypeError("Conv2DGrad: the residual %s is not of the input's type %s"
+                                % (addend[0].type, x.type))
+        outputs = [x.type(), w.type()]
+        if self.bn_grad:
+            outputs += [T.dvector(), T.dvector()]
+        return Apply(self, [x, w, dy] + bn + addend, outputs)
 
     def infer_shape(self, node, shapes):
-        return [shapes[0], shapes[1]]
+        channels = (shapes[0][1],)
+        return [shapes[0], shapes[1]] + ([channels, channels] if self.bn_grad else [])
 
     def c_code(self, node, name, inputs, outputs, sub):
-        (x, w, dy), (dx, dw) = inputs, outputs
-        return self.C_CALL % {"x": x, "w": w, "dy": dy, "dx": dx, "dw": dw,
-                              "stride": self.stride, "chunk_bytes": self.chunk_bytes,
-                              "algo": ALGOS[self.algo], "fail": sub["fail"]}
+        bn = inputs[3:7] if self.prologue else ["NULL"] * 4
+        sums = ["&" + outputs[2], "&" + outputs[3]] if self.bn_grad else ["NULL", "NULL"]
+        return self.C_CALL % {"x": inputs[0], "w": inputs[1], "dy": inputs[2], "mean": bn[0],
+                              "inv_std": bn[1], "gamma": bn[2], "beta": bn[3],
+                              "dx_addend": inputs[7] if self.dx_residual else "NULL",
+                              "dx": outputs[0], "dw": outputs[1], "sum_g": sums[0],
+                              "sum_gx": sums[1], "stride": self.stride,
+                              "chunk_bytes": self.chunk_bytes, "algo": ALGOS[self.algo],
+                              "relu": int(self.prologue == "bn_relu"), "fail": sub["fail"]}
 
 
 def conv2d_covers(filter_size, stride):
@@ -311,6 +413,86 @@ class BatchNormTrainGrad(_COp):
         return self.C_CALL % {"x": x, "dy": dy, "gamma": gamma, "beta": beta, "mean": mean,
                               "inv_std": inv_std, "dx": dx, "dgamma": dgamma, "dbeta": dbeta,
                               "relu": int(self.relu), "fail": sub["fail"]}
+
+
+class BatchNormStats(_COp):
+    """The batch statistics of ``BatchNormTrain`` alone (the same bits): mean,
+    ``1 / sqrt(var + epsilon)`` and the biased variance per channel, for a
+    graph where convolutions read the input through the normalisation
+    (engine/fusion.py) and nothing needs the normalised array itself."""
+
+    __props__ = ("epsilon",)
+    C_FILES = ("support.c", "batchnorm.c")
+    C_CALL = """
+    if (pr_batchnorm_stats(%(x)s, &%(mean)s, &%(inv_std)s, &%(var)s, %(epsilon)s)) {
+        %(fail)s
+    }
+    """
+
+    def __init__(self, epsilon):
+        self.epsilon = float(epsilon)
+
+    def make_node(self, x):
+        x = T.as_tensor_variable(x)
+        _check_float32(x)
+        vector = T.TensorType("float32", (False,))
+        return Apply(self, [x], [vector(), vector(), vector()])
+
+    def infer_shape(self, node, shapes):
+        channels = (shapes[0][1],)
+        return [channels, channels, channels]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        (x,), (mean, inv_std, var) = inputs, outputs
+        return self.C_CALL % {"x": x, "mean": mean, "inv_std": inv_std, "var": var,
+                              "epsilon": repr(self.epsilon), "fail": sub["fail"]}
+
+
+class BatchNormGradApply(_COp):
+    """The second half of ``BatchNormTrainGrad``, after a fused
+    ``Conv2DGrad(bn_grad=True)`` did the first: the input gradient from the
+    masked output gradient ``g`` and its sums; ``residual`` adds one more
+    input (the gradient arriving through a residual unit's shortcut) as it
+    writes. Inputs: the batch norm's input, g, gamma, mean, inv_std, the two
+    float64 sums (and the addend); outputs those of ``BatchNormTrainGrad``."""
+
+    __props__ = ("residual",)
+    C_FILES = ("support.c", "batchnorm.c")
+    C_CALL = """
+    if (pr_batchnorm_grad_apply(%(x)s, %(g)s, %(gamma)s, %(mean)s, %(inv_std)s, %(sum_g)s,
+                                %(sum_gx)s, %(addend)s, &%(dx)s, &%(dgamma)s, &%(dbeta)s)) {
+        %(fail)s
+    }
+    """
+
+    def __init__(self, residual=False):
+        self.residual = bool(residual)
+
+    def make_node(self, x, g, gamma, mean, inv_std, sum_g, sum_gx, *addend):
+        args = [T.as_tensor_variable(v) for v in (x, g, gamma, mean, inv_std)]
+        sums = [T.as_tensor_variable(v) for v in (sum_g, sum_gx)]
+        addend = [T.as_tensor_variable(v) for v in addend]
+        if len(addend) != int(self.residual):
+            raise TypeError("BatchNormGradApply(residual=%s) takes %d addend(s), got %d"
+                            % (self.residual, int(self.residual), len(addend)))
+        _check_float32(*(args + addend))
+        if any(v.dtype != "float64" or v.ndim != 1 for v in sums):
+            raise TypeError("the sums are float64 vectors (Conv2DGrad's bn_grad outputs)")
+        if addend and addend[0].type != args[0].type:
+            raise TypeError("BatchNormGradApply: the residual %s is not of the input's type %s"
+                            % (addend[0].type, args[0].type))
+        return Apply(self, args + sums + addend, [args[0].type(), args[2].type(), args[2].type()])
+
+    def infer_shape(self, node, shapes):
+        return [shapes[0], shapes[2], shapes[2]]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        (x, g, gamma, mean, inv_std, sum_g, sum_gx), more = inputs[:7], inputs[7:]
+        dx, dgamma, dbeta = outputs
+        return self.C_CALL % {"x": x, "g": g, "gamma": gamma, "mean": mean,
+                              "inv_std": inv_std, "sum_g": sum_g, "sum_gx": sum_gx,
+                              "addend": more[0] if more else "NULL", "dx": dx,
+                              "dgamma": dgamma, "dbeta": dbeta, "fail": sub["fail"]}
 
 
 # =============================================================================

@@ -44,6 +44,9 @@ H = "tests/test_he_recipes.py::"
 ORDER = UN + "test_every_unit_orders_bn_relu_weights_and_addition_as_fig4"
 SAME = UN + "test_every_unit_computes_what_pytorch_computes"
 SAME_SHORTCUT = UN + "test_every_shortcut_computes_what_pytorch_computes"
+FU = "tests/test_fusion.py::"
+WI = "tests/test_winograd.py::"
+OP = "tests/test_ops.py::"
 
 
 def wiring(test, family):
@@ -553,16 +556,13 @@ BUGS = {
         "the forward convolution keeps the GIL while it computes",
         [("engine/c_code/conv2d.c",
           "    Py_BEGIN_ALLOW_THREADS  /* the batch worker thread runs meanwhile */\n"
-          "    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)\n"
-          "                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)\n"
-          "               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)\n"
-          "               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);\n"
-          "    Py_END_ALLOW_THREADS\n",
+          "    const pr_map *m = scale ? &map : NULL;\n",
           "    {\n"
-          "    computed = pr_winograd(algo, PR_Y, B, C, H, W, M, k, s)\n"
-          "                   ? pw_conv2d(xd, wd, yd, B, C, H, W, M, 0, chunk_bytes)\n"
-          "               : s == 1 ? pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k)\n"
-          "               : pr_conv2d_im2col(xd, wd, yd, B, C, H, W, M, k, s, chunk_bytes);\n"
+          "    const pr_map *m = scale ? &map : NULL;\n"),
+         ("engine/c_code/conv2d.c",
+          "               : pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k, s, m, ad);\n"
+          "    Py_END_ALLOW_THREADS\n",
+          "               : pr_conv2d_direct(xd, wd, yd, B, C, H, W, M, k, s, m, ad);\n"
           "    }\n")],
         ["tests/test_ops.py::test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step"
          "[direct]",
@@ -573,6 +573,53 @@ BUGS = {
         [("train_nn.py", "best validation error %.2f %% at epoch %d; its test error: %s",
           "best validation error %.2f %% (epoch %d); its test error: %s")],
         [SWEEP + "test_report_takes_the_best_epochs_test_error_from_what_train_nn_prints"]),
+    # -- the engine's fused and new kernel paths (issue 25) ------------------------
+    "winograd-prologue-no-relu": (
+        "Winograd's vector prologue (a batch norm read by the convolution) drops the ReLU",
+        [("engine/c_code/conv2d.c", "    return map->relu ? (z < zero ? zero : z) : z;",
+          "    return z;")],
+        [FU + "test_fused_unit_gives_the_unfused_bits[normal-16-32-16-1-False-auto]"]),
+    "fused-residual-dropped": (
+        "the direct convolution forgets the residual it should add as it writes",
+        [("engine/c_code/conv2d.c",
+          "        const float *add = addend ? addend + (long)b * out_image : NULL;",
+          "        const float *add = NULL;")],
+        [FU + "test_fused_unit_gives_the_unfused_bits[normal-16-32-16-1-False-direct]"]),
+    "bn-grad-residual-dropped": (
+        "the batch-norm gradient inside the convolution's gradient drops the other "
+        "readers' gradient (dx_residual)",
+        [("engine/c_code/support.c", "                float v = as ? gs[q] + as[q] : gs[q];",
+          "                float v = gs[q];")],
+        [FU + "test_a_residual_sum_of_two_convolutions_and_a_shared_input_stay_correct",
+         FU + "test_training_steps_give_the_unfused_bits[network0]"]),
+    "dx-residual-rewrite-wrong-term": (
+        "the dx_residual rewrite adds the convolution's own gradient instead of the other term",
+        [("engine/fusion.py", "        candidates += [(a, [b]), (b, [a])]",
+          "        candidates += [(a, [a]), (b, [b])]")],
+        [FU + "test_a_residual_sum_of_two_convolutions_and_a_shared_input_stay_correct"]),
+    "winograd4-input-transform": (
+        "one constant of F(4x4,3x3)'s input transform wrong (0.25 for 0.5)",
+        [("engine/c_code/winograd.c", "    r[1] = d4 - d1 - 2.5f * d2 - 0.5f * d3;",
+          "    r[1] = d4 - d1 - 2.5f * d2 - 0.25f * d3;")],
+        [WI + "test_winograd_matches_float64_on_every_network_shape[winograd4-16-32-16]"]),
+    "stride2-phase-offsets-swapped": (
+        "the 3x3 stride-2 input gradient's polyphase taps with rows and columns swapped",
+        [("engine/c_code/conv2d.c",
+          "d->off[d->taps++] = (long)(1 - (i - a) / 2) * g->Wq + (1 - (j - b) / 2);",
+          "d->off[d->taps++] = (long)(1 - (j - b) / 2) * g->Wq + (1 - (i - a) / 2);")],
+        [OP + "test_every_network_convolution_matches_float64[16-32-32-3-2-direct]"]),
+    "gemm1x1-kernel-gradient-last-image": (
+        "the 1x1 sgemm path's kernel gradient keeps only each chunk's last image",
+        [("engine/c_code/conv2d.c", "                           i ? &one : &zero, dw_chunk, &Ci);",
+          "                           &zero, dw_chunk, &Ci);")],
+        [OP + "test_every_network_convolution_matches_float64[16-32-64-1-1-gemm1x1]"]),
+    "kernel-gradient-chunks-follow-threads": (
+        "the kernel gradient's chunks of images sized by the thread count (results then "
+        "depend on OMP_NUM_THREADS)",
+        [("engine/c_code/conv2d.c", "nb_most = (B + PR_SLOTS - 1) / PR_SLOTS;",
+          "nb_most = (B + threads - 1) / threads;")],
+        [OP + "test_results_do_not_depend_on_the_number_of_threads",
+         FU + "test_fused_results_do_not_depend_on_the_number_of_threads"]),
 }
 
 

@@ -58,6 +58,84 @@ def test_conv_matches_stock_conv2d_forward_and_backward(batch, channels, size, f
         np.testing.assert_array_equal(first, second)
 
 
+def network_convolutions():
+    """(in channels, size, out channels, kernel, stride) of every convolution
+    of normal, bottleneck and wide networks (widths 1, 4 and 10); the shapes
+    depend on the variant and width only, not on the depth."""
+    shapes = set()
+    for variant, width in (("normal", 1), ("bottleneck", 1), ("wide", 4), ("wide", 10)):
+        net = models.build_model(variant, 1, width=width)
+        for layer in lasagne.layers.get_all_layers(net):
+            if isinstance(layer, layers.CrossCorrelation2DLayer):
+                _, channels, size, _ = layer.input_shape
+                shapes.add((channels, size, layer.num_filters, layer.filter_size, layer.stride))
+    return sorted(shapes)
+
+
+def float64_reference_and(algo, stride):
+    """A function of float64 (x, w, dy): CorrMM's y, dx, dw in float64, then ours."""
+    x, w, dy = T.dtensor4(), T.dtensor4(), T.dtensor4()
+    stock = T.nnet.conv2d(x, w, border_mode="half", subsample=(stride, stride),
+                          filter_flip=False)
+    x32, w32, dy32 = (T.cast(v, "float32") for v in (x, w, dy))
+    return theano.function([x, w, dy], [stock] + T.grad((stock * dy).sum(), [x, w])
+                           + [ops.Conv2D(stride, algo=algo)(x32, w32)]
+                           + list(ops.Conv2DGrad(stride, algo=algo)(x32, w32, dy32)))
+
+
+# the stride-1 3x3 ones by Winograd: tests/test_winograd.py
+@pytest.mark.parametrize("algo", ["direct", "im2col", "gemm1x1", "auto"])
+@pytest.mark.parametrize("channels,size,filters,kernel,stride", [
+    pytest.param(*shape, marks=[pytest.mark.slow] if shape[0] * shape[2] > 128 * 128 else [])
+    for shape in network_convolutions()])
+def test_every_network_convolution_matches_float64(channels, size, filters, kernel, stride,
+                                                   algo):
+    """Forward, input gradient and kernel gradient of every convolution shape
+    of the networks, each algorithm that computes it, within 2e-5 of a
+    float64 reference relative to the largest value."""
+    if algo == "im2col" and stride == 1:
+        pytest.skip("im2col takes the strided convolutions only")
+    if algo == "gemm1x1" and (kernel, stride) != (1, 1):
+        pytest.skip("one sgemm per image takes the 1x1 stride-1 convolutions only")
+    rng = np.random.default_rng(channels + 3 * size + 7 * filters + kernel + stride)
+    batch = 20 if channels * filters <= 256 * 256 else 16
+    out = -(-size // stride)
+    args = [rng.normal(size=shape).astype(np.float32).astype(np.float64) for shape in (
+        (batch, channels, size, size), (filters, channels, kernel, kernel),
+        (batch, filters, out, out))]
+    args[1] /= np.sqrt(kernel * kernel * channels)
+    results = float64_reference_and(algo, stride)(*args)
+    for name, ours, reference in zip(("forward", "input gradient", "kernel gradient"),
+                                     results[3:], results[:3]):
+        assert relative_error(ours, reference) < 2e-5, name
+
+
+def relative_error(ours, reference):
+    return np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-30)
+
+
+@pytest.mark.parametrize("channels,filters,chosen", [
+    (64, 128, ("direct", "direct", "im2col")),   # WRN's downsampling: the kernel gradient
+    (32, 64, ("direct", "direct", "direct")),
+])
+def test_auto_takes_im2col_for_the_kernel_gradient_of_wide_stride_2_convolutions(
+        channels, filters, chosen):
+    """conv2d.c's pr_im2col_pays: each part's bits equal those of the
+    algorithm it should have chosen, and differ from the other's."""
+    rng = np.random.default_rng(channels)
+    x, w, dy = T.tensor4(), T.tensor4(), T.tensor4()
+    args = [rng.normal(size=shape).astype(np.float32) for shape in (
+        (8, channels, 16, 16), (filters, channels, 3, 3), (8, filters, 8, 8))]
+    results = {algo: theano.function([x, w, dy], [ops.Conv2D(2, algo=algo)(x, w)]
+                                     + list(ops.Conv2DGrad(2, algo=algo)(x, w, dy)))(*args)
+               for algo in ("auto", "direct", "im2col")}
+    for part, algo in enumerate(chosen):
+        other = "im2col" if algo == "direct" else "direct"
+        np.testing.assert_array_equal(results["auto"][part], results[algo][part])
+        if part > 0:   # the forward passes of the two happen to agree bit for bit
+            assert not np.array_equal(results["auto"][part], results[other][part])
+
+
 def test_conv_refuses_kernels_its_direct_code_does_not_cover():
     x, w = T.tensor4(), T.tensor4()
     f = theano.function([x, w], ops.Conv2D(1)(x, w))

@@ -1,8 +1,8 @@
-"""Winograd F(2x2, 3x3) (engine/c_code/winograd.c) against a float64
-reference: Theano's stock convolution (CorrMM) and its gradients in float64.
-Every stride-1 3x3 shape of the networks, forward, input gradient and kernel
-gradient, within 2e-5 of the largest reference value; the same bits for any
-number of threads."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) (engine/c_code/winograd.c) against a
+float64 reference: Theano's stock convolution (CorrMM) and its gradients in
+float64. Every stride-1 3x3 shape of the networks, forward, input gradient
+and kernel gradient, within 2e-5 of the largest reference value; the same
+bits for any number of threads."""
 
 import numpy as np
 import pytest
@@ -49,9 +49,12 @@ def reference_and_ours(algo):
                            + [ours, dx, dw])
 
 
-@pytest.fixture(scope="module")
-def winograd():
-    return reference_and_ours("winograd")
+WINOGRAD = ("winograd", "winograd4")   # 2x2 and 4x4 tiles
+
+
+@pytest.fixture(scope="module", params=WINOGRAD)
+def winograd(request):
+    return reference_and_ours(request.param)
 
 
 def relative_error(ours, reference):
@@ -115,26 +118,29 @@ def float32_convolutions(algo):
 
 
 @pytest.mark.parametrize("batch,channels,filters,chosen", [
-    (32, 16, 16, ("winograd", "direct", "direct")),   # 16 channels: the forward pass only
-    (32, 16, 64, ("winograd", "direct", "direct")),
-    (32, 32, 32, ("winograd", "winograd", "winograd")),
+    (32, 16, 16, ("winograd4", "winograd4", "direct")),   # 16 channels: not the kernel gradient
+    (32, 16, 64, ("winograd4", "winograd4", "direct")),
+    (32, 32, 32, ("winograd4", "winograd4", "winograd4")),
     (4, 64, 64, ("direct", "direct", "direct")),       # 4 of a vector's 16 lanes used
 ])
 def test_auto_chooses_each_part_by_its_shape(batch, channels, filters, chosen):
-    """auto takes Winograd's forward pass from 16 channels and its gradients
-    from 32 on both sides (winograd.c's pw_pays): each part's bits equal those
-    of the algorithm it should have chosen."""
+    """auto takes Winograd F(4x4)'s forward pass and input gradient from 16
+    channels and its kernel gradient from 32 on both sides (winograd.c's
+    pw_pays): each part's bits equal those of the algorithm it should have
+    chosen, and differ from the others'."""
     rng = np.random.default_rng(batch + channels + filters)
     args = [rng.normal(size=shape).astype(np.float32)
             for shape in ((batch, channels, 8, 8), (filters, channels, 3, 3),
                           (batch, filters, 8, 8))]
     auto = float32_convolutions("auto")(*args)
-    fixed = {algo: float32_convolutions(algo)(*args) for algo in ("direct", "winograd")}
+    fixed = {algo: float32_convolutions(algo)(*args) for algo in ("direct", "winograd",
+                                                                   "winograd4")}
     for part, (name, algo) in enumerate(zip(("forward", "input gradient", "kernel gradient"),
                                             chosen)):
         np.testing.assert_array_equal(auto[part], fixed[algo][part], err_msg=name)
-        other = "direct" if algo == "winograd" else "winograd"
-        assert not np.array_equal(auto[part], fixed[other][part]), name
+        for other in fixed:
+            if other != algo:
+                assert not np.array_equal(auto[part], fixed[other][part]), (name, other)
 
 
 def test_conv_ops_refuse_an_unknown_algorithm():
@@ -151,19 +157,20 @@ import theano.tensor as T
 from engine import ops
 rng = np.random.default_rng(0)
 x, w, dy = T.tensor4(), T.tensor4(), T.tensor4()
-f = theano.function([x, w, dy], [ops.Conv2D(1, algo="winograd")(x, w)]
-                    + list(ops.Conv2DGrad(1, algo="winograd")(x, w, dy)))
 outputs = []
-for batch, channels, size, filters in ((40, 16, 8, 24), (20, 13, 9, 21)):
-    outputs += f(rng.normal(size=(batch, channels, size, size)).astype("float32"),
-                 rng.normal(size=(filters, channels, 3, 3)).astype("float32"),
-                 rng.normal(size=(batch, filters, size, size)).astype("float32"))
+for algo in ("winograd", "winograd4"):
+    f = theano.function([x, w, dy], [ops.Conv2D(1, algo=algo)(x, w)]
+                        + list(ops.Conv2DGrad(1, algo=algo)(x, w, dy)))
+    for batch, channels, size, filters in ((40, 16, 8, 24), (20, 13, 9, 21)):
+        outputs += f(rng.normal(size=(batch, channels, size, size)).astype("float32"),
+                     rng.normal(size=(filters, channels, 3, 3)).astype("float32"),
+                     rng.normal(size=(batch, filters, size, size)).astype("float32"))
 np.savez(sys.argv[1], *outputs)
 """
 
 
 def test_winograd_results_do_not_depend_on_the_number_of_threads(tmp_path):
     results = outputs_per_thread_count(THREAD_SCRIPT, tmp_path, ("1", "3"))
-    assert len(results[0]) == 6
+    assert len(results[0]) == 12
     for one, three in pairs(*results):
         np.testing.assert_array_equal(one, three)

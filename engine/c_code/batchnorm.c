@@ -18,19 +18,6 @@
 
    Needs support.c before it. */
 
-/* Sum of a[0..n) and of a[i]*b[i], in 8 float lanes (vectorised) per call;
-   callers add the results into doubles. */
-static void pr_sums(const float *a, const float *b, long n, float *sum_a, float *sum_ab) {
-    float sa[8] = {0}, sab[8] = {0};
-    long i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; ++l) { sa[l] += a[i + l]; sab[l] += a[i + l] * b[i + l]; }
-    float ta = 0.f, tab = 0.f;
-    for (; i < n; ++i) { ta += a[i]; tab += a[i] * b[i]; }
-    for (int l = 0; l < 8; ++l) { ta += sa[l]; tab += sab[l]; }
-    *sum_a = ta; *sum_ab = tab;
-}
-
 /* The statistics' passes over an image's part of a channel run in 32 float
    lanes: four independent vector sums, not one whose every addition waits
    for the previous one. */
@@ -72,41 +59,50 @@ static void pr_deviation_sums(const float *a, float center, long n, float *sum_d
 
 /* ---- The computations: no Python, no GIL ---- */
 
+/* The batch statistics of channel c of x (B, C, P): mean, 1 / sqrt(var +
+   eps) and the (biased) variance. One function (never inlined) for
+   BatchNormTrain and BatchNormStats, so that both give the same bits. */
+__attribute__((noinline))
+static void pr_channel_stats(const float *xd, int B, int C, long P, int c, double eps,
+                             float *mean_out, float *inv_out, float *var_out) {
+    /* count, mean and sum of squared deviations of the images so far */
+    double count = 0, mean = 0, m2 = 0;
+    for (int b = 0; b < B && P > 0; ++b) {
+        const float *seg = xd + ((long)b * C + c) * P;
+        const float first = pr_sum(seg, P) / (float)P;
+        float d, dd;
+        pr_deviation_sums(seg, first, P, &d, &dd);
+        const double seg_mean = (double)first + (double)d / P;
+        const double seg_m2 = (double)dd - (double)d * d / P;
+        const double total = count + P, delta = seg_mean - mean;
+        mean += delta * P / total;
+        m2 += seg_m2 + delta * delta * count * P / total;
+        count = total;
+    }
+    double v = count > 0 ? m2 / count : NAN;
+    if (v < 0) v = 0;
+    *mean_out = count > 0 ? (float)mean : NAN;
+    *var_out = (float)v;
+    *inv_out = (float)(1.0 / sqrt(v + eps));
+}
+
 /* x (B, C, P) normalised per channel: y = (x - mean) * scale + beta with
    scale = gamma / sqrt(var + eps) (pr_bn_affine), clamped at zero when relu;
    the batch mean, 1 / sqrt(var + eps) and the (biased) variance per channel
-   into md, id and vd. */
+   into md, id and vd. yd NULL: the statistics alone (BatchNormStats, for a
+   convolution that normalises its input as it reads it). */
 static void pr_batchnorm_train_compute(const float *xd, const float *g, const float *be,
                                        float *yd, float *md, float *id, float *vd,
                                        int B, int C, long P, double eps, int relu) {
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; ++c) {
-        /* count, mean and sum of squared deviations of the images so far */
-        double count = 0, mean = 0, m2 = 0;
-        for (int b = 0; b < B && P > 0; ++b) {
-            const float *seg = xd + ((long)b * C + c) * P;
-            const float first = pr_sum(seg, P) / (float)P;
-            float d, dd;
-            pr_deviation_sums(seg, first, P, &d, &dd);
-            const double seg_mean = (double)first + (double)d / P;
-            const double seg_m2 = (double)dd - (double)d * d / P;
-            const double total = count + P, delta = seg_mean - mean;
-            mean += delta * P / total;
-            m2 += seg_m2 + delta * delta * count * P / total;
-            count = total;
-        }
-        double v = count > 0 ? m2 / count : NAN;
-        if (v < 0) v = 0;
-        const float mu = count > 0 ? (float)mean : NAN, inv = (float)(1.0 / sqrt(v + eps));
-        md[c] = mu; vd[c] = (float)v; id[c] = inv;
-        const float scale = g[c] * inv, bet = be[c];
+        pr_channel_stats(xd, B, C, P, c, eps, md + c, id + c, vd + c);
+        if (!yd) continue;
+        const float mu = md[c], scale = g[c] * id[c], bet = be[c];
         for (int b = 0; b < B; ++b) {
             const float *seg = xd + ((long)b * C + c) * P;
             float *out = yd + ((long)b * C + c) * P;
-            for (long q = 0; q < P; ++q) {
-                const float z = pr_bn_affine(seg[q], mu, scale, bet);
-                out[q] = (relu && z < 0.f) ? 0.f : z;
-            }
+            for (long q = 0; q < P; ++q) out[q] = pr_bn_relu(seg[q], mu, scale, bet, relu);
         }
     }
 }
@@ -154,7 +150,7 @@ static int pr_batchnorm_train_grad_compute(const float *xd, const float *dyd, co
             for (long q = 0; q < P; ++q) {
                 const float h = (xs[q] - mu) * inv;
                 const float gq = (relu && pr_bn_affine(xs[q], mu, scale, bet) < 0.f) ? 0.f : ds[q];
-                out[q] = scale * (gq - mean_g - h * mean_gx);
+                out[q] = pr_bn_grad_value(gq, h, mean_g, mean_gx, scale);
             }
         }
     }
@@ -232,6 +228,116 @@ static int pr_batchnorm_train_grad(PyArrayObject *x, PyArrayObject *dy, PyArrayO
         PyErr_NoMemory();
         goto cleanup;
     }
+    status = 0;
+cleanup:
+    for (int i = 0; i < 6; ++i) Py_XDECREF(c[i]);
+    return status;
+}
+
+/* BatchNormStats: *mean, *inv_std and *var of x, as BatchNormTrain computes them. */
+static int pr_batchnorm_stats(PyArrayObject *x, PyArrayObject **mean, PyArrayObject **inv_std,
+                              PyArrayObject **var, double eps) {
+    int status = -1, B, C;
+    long P;
+    PyArrayObject *xc = NULL;
+    if (!(xc = pr_float32(x))) goto cleanup;
+    B = PyArray_DIMS(xc)[0]; C = PyArray_DIMS(xc)[1];
+    P = (long)PyArray_DIMS(xc)[2] * PyArray_DIMS(xc)[3];
+    if (pr_output(mean, 1, PyArray_DIMS(xc) + 1) || pr_output(inv_std, 1, PyArray_DIMS(xc) + 1)
+        || pr_output(var, 1, PyArray_DIMS(xc) + 1))
+        goto cleanup;
+    Py_BEGIN_ALLOW_THREADS
+    pr_batchnorm_train_compute((const float*)PyArray_DATA(xc), NULL, NULL, NULL,
+                               (float*)PyArray_DATA(*mean), (float*)PyArray_DATA(*inv_std),
+                               (float*)PyArray_DATA(*var), B, C, P, eps, 0);
+    Py_END_ALLOW_THREADS
+    status = 0;
+cleanup:
+    Py_XDECREF(xc);
+    return status;
+}
+
+/* The second half of BatchNormTrainGrad, after a convolution computed the
+   first (pr_bn_grad_image): dx = pr_bn_grad_value of the masked gradient g,
+   plus addend (the residual gradient, NULL: none); dgamma and dbeta from
+   the sums. Elementwise over (image, channel) segments. */
+static void pr_bn_grad_apply_compute(const float *hd, const float *gd, const float *gamma,
+                                     const float *md, const float *id, const double *sum_g,
+                                     const double *sum_gx, const float *addend, float *dxd,
+                                     float *dgd, float *dbd, int B, int C, long P) {
+    const double n = (double)B * P;
+    for (int c = 0; c < C; ++c) {
+        dbd[c] = (float)sum_g[c];
+        dgd[c] = (float)sum_gx[c];
+    }
+    #pragma omp parallel for schedule(static)
+    for (long seg = 0; seg < (long)B * C; ++seg) {
+        const int c = (int)(seg % C);
+        const float mu = md[c], inv = id[c], scale = gamma[c] * inv;
+        const float mean_g = (float)(sum_g[c] / n), mean_gx = (float)(sum_gx[c] / n);
+        const float *hs = hd + seg * P, *gs = gd + seg * P;
+        float *out = dxd + seg * P;
+        for (long q = 0; q < P; ++q)
+            out[q] = pr_bn_grad_value(gs[q], (hs[q] - mu) * inv, mean_g, mean_gx, scale);
+        /* the residual in a loop of its own (the segment is in the L1 cache):
+           in the same expression the compiler would fuse the scale's
+           multiplication and this addition into one rounding, where the
+           separate ops round twice */
+        if (addend) {
+            const float *as = addend + seg * P;
+            for (long q = 0; q < P; ++q) out[q] += as[q];
+        }
+    }
+}
+
+/* Whether `array` is a float64 vector of n entries; if not, sets a ValueError naming `what`. */
+static int pr_is_double_vector(PyArrayObject *array, npy_intp n, const char *what) {
+    if (PyArray_NDIM(array) == 1 && PyArray_DIMS(array)[0] == n && PyArray_TYPE(array) == NPY_FLOAT64
+        && PyArray_IS_C_CONTIGUOUS(array))
+        return 1;
+    PyErr_Format(PyExc_ValueError, "%s: needs one float64 value per channel (%ld)", what, (long)n);
+    return 0;
+}
+
+/* BatchNormGradApply: *dx, *dgamma and *dbeta from the batch norm's input
+   h, the masked output gradient g, gamma, the batch statistics, the sums of
+   g and g * xhat and an optional addend. */
+static int pr_batchnorm_grad_apply(PyArrayObject *h, PyArrayObject *g, PyArrayObject *gamma,
+                                   PyArrayObject *mean, PyArrayObject *inv_std,
+                                   PyArrayObject *sum_g, PyArrayObject *sum_gx,
+                                   PyArrayObject *addend, PyArrayObject **dx,
+                                   PyArrayObject **dgamma, PyArrayObject **dbeta) {
+    int status = -1, B, C;
+    long P;
+    PyArrayObject *in[6] = {h, g, gamma, mean, inv_std, addend};
+    PyArrayObject *c[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 6; ++i)
+        if (in[i] && !(c[i] = pr_float32(in[i]))) goto cleanup;
+    B = PyArray_DIMS(c[0])[0]; C = PyArray_DIMS(c[0])[1];
+    P = (long)PyArray_DIMS(c[0])[2] * PyArray_DIMS(c[0])[3];
+    if (!PyArray_SAMESHAPE(c[0], c[1]) || (c[5] && !PyArray_SAMESHAPE(c[0], c[5]))) {
+        PyErr_SetString(PyExc_ValueError, "BatchNormGradApply: the gradient's or the addend's "
+                        "shape is not the input's");
+        goto cleanup;
+    }
+    if (!pr_is_vector(c[2], C, "BatchNormGradApply: gamma")
+        || !pr_is_vector(c[3], C, "BatchNormGradApply: mean")
+        || !pr_is_vector(c[4], C, "BatchNormGradApply: inv_std")
+        || !pr_is_double_vector(sum_g, C, "BatchNormGradApply: sum_g")
+        || !pr_is_double_vector(sum_gx, C, "BatchNormGradApply: sum_gx"))
+        goto cleanup;
+    if (pr_output(dx, 4, PyArray_DIMS(c[0])) || pr_output(dgamma, 1, PyArray_DIMS(c[0]) + 1)
+        || pr_output(dbeta, 1, PyArray_DIMS(c[0]) + 1))
+        goto cleanup;
+    Py_BEGIN_ALLOW_THREADS
+    pr_bn_grad_apply_compute(
+        (const float*)PyArray_DATA(c[0]), (const float*)PyArray_DATA(c[1]),
+        (const float*)PyArray_DATA(c[2]), (const float*)PyArray_DATA(c[3]),
+        (const float*)PyArray_DATA(c[4]), (const double*)PyArray_DATA(sum_g),
+        (const double*)PyArray_DATA(sum_gx), c[5] ? (const float*)PyArray_DATA(c[5]) : NULL,
+        (float*)PyArray_DATA(*dx), (float*)PyArray_DATA(*dgamma), (float*)PyArray_DATA(*dbeta),
+        B, C, P);
+    Py_END_ALLOW_THREADS
     status = 0;
 cleanup:
     for (int i = 0; i < 6; ++i) Py_XDECREF(c[i]);

@@ -504,6 +504,9 @@ def _compare(variant, n, unit, shortcut="identity", batch=6):
                                        % (info["name"], mode, name, ours_off, rounding))
 
 
+# slow: about 10 s each with PyTorch installed (the quick loop's largest part);
+# skipped without it, as in CI.
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["normal", "bottleneck"])
 @pytest.mark.parametrize("unit", UNITS)
 def test_every_unit_computes_what_pytorch_computes(unit, variant):
@@ -513,6 +516,7 @@ def test_every_unit_computes_what_pytorch_computes(unit, variant):
     _compare(variant, 2 if variant == "normal" else 1, unit)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shortcut", ["scaling:0.5,0.5", "exclusive-gating:-2",
                                       "shortcut-gating:0", "conv1x1", "dropout:0.5"])
 def test_every_shortcut_computes_what_pytorch_computes(shortcut):

@@ -116,7 +116,10 @@ def test_the_probe_tells_the_setting_on_from_off(tmp_path):
                      "def run():\n    probe()", tmp_path)
 
 
-@pytest.mark.parametrize("program", sorted(PROGRAMS))
+# The quick loop probes train_nn.py; the bench programs run in the full suite.
+@pytest.mark.parametrize("program", [
+    pytest.param(name, marks=[] if name == "train_nn.py" else [pytest.mark.slow])
+    for name in sorted(PROGRAMS)])
 def test_program_keeps_freed_memory_when_it_runs_its_step(program, tmp_path):
     data = write_tiny_cifar10(tmp_path / "data", per_batch=10, test_count=10)
     setup = PROGRAMS[program] % {"data": os.path.dirname(data), "out": str(tmp_path / "run")}

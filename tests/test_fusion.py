@@ -339,8 +339,15 @@ def float64_reference(output, x, dy):
     return values + [inference], floors
 
 
+def quick_unit(case):
+    """The quick loop's float64 checks: PreResNet's first unit (preactivated)
+    and its first stride-2 unit; the full suite checks every unit shape."""
+    variant, channels, size, filters, stride, preactivated = case
+    return variant == "normal" and (preactivated or stride == 2) and filters <= 32
+
+
 @pytest.mark.parametrize("variant,channels,size,filters,stride,preactivated", [
-    pytest.param(*case, marks=[pytest.mark.slow] if case[0] != "normal" else [])
+    pytest.param(*case, marks=[] if quick_unit(case) else [pytest.mark.slow])
     for case in UNITS])
 def test_fused_unit_matches_float64(variant, channels, size, filters, stride, preactivated):
     """The fused unit (training-mode output, input and parameter gradients,
@@ -410,6 +417,7 @@ np.savez(sys.argv[1], *outputs)
 """
 
 
+@pytest.mark.slow  # two processes compiling a unit (5 s)
 def test_fused_results_do_not_depend_on_the_number_of_threads(tmp_path):
     results = outputs_per_thread_count(THREAD_SCRIPT, tmp_path, ("1", "3"))
     assert len(results[0]) == 8 + 9   # output, input gradient, parameter gradients
@@ -417,6 +425,7 @@ def test_fused_results_do_not_depend_on_the_number_of_threads(tmp_path):
         np.testing.assert_array_equal(one, three)
 
 
+@pytest.mark.slow  # whole training steps (5 s each); the units are checked in the quick loop
 @pytest.mark.parametrize("network", [
     ("normal", 1, 1), pytest.param(("bottleneck", 1, 1), marks=pytest.mark.slow),
     pytest.param(("wide", 1, 4), marks=pytest.mark.slow)])

@@ -18,7 +18,8 @@ EXPECTED_TRAINABLE = [
     ("normal", 18, 1, "paper", 1730522),       # PreResNet-110
     ("bottleneck", 18, 1, "paper", 1703258),   # PreResNet-164
     ("wide", 2, 4, "paper", 2748890),          # WRN-16-4
-    ("wide", 4, 10, "paper", 36479194),        # WRN-28-10
+    pytest.param("wide", 4, 10, "paper", 36479194,  # WRN-28-10 (1 s to build)
+                 marks=pytest.mark.slow),
     ("normal", 18, 1, "seed", 1732538),
     ("bottleneck", 18, 1, "seed", 1711322),
     ("wide", 2, 4, "seed", 5702746),

@@ -203,7 +203,9 @@ def choose(argv, found_shapes):
     return test_model.choose_old_graph(parser, args, found_shapes, 10)
 
 
-@pytest.mark.parametrize("arch", OLD_GRAPHS)
+@pytest.mark.parametrize("arch", [  # the quick loop loads the final graph's file
+    pytest.param(arch, marks=[] if arch == "seed" else [pytest.mark.slow])
+    for arch in OLD_GRAPHS])
 def test_an_old_file_loads_into_its_graph_and_into_no_other(arch, tmp_path):
     net = fresh_net(arch, seed=3)
     path = write_old_pklz(tmp_path / "mine.pklz", net.param_values())
@@ -247,7 +249,7 @@ def test_the_110_file_in_the_final_graph_points_at_its_graph():
 
 @pytest.mark.parametrize("argv,name", [
     (["bottleneck", 18], FILE_164),
-    (["wide", 2, 4], FILE_WIDE),
+    pytest.param(["wide", 2, 4], FILE_WIDE, marks=pytest.mark.slow),
 ])
 def test_the_164_and_wide_files_are_placed_by_their_published_names(argv, name, capsys):
     found = shapes(argv[0], argv[1], argv[2] if len(argv) > 2 else 1, "seed")

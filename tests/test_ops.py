@@ -179,6 +179,7 @@ def test_batch_norm_matches_plain_theano(shape, relu):
         close(ours_value, reference_value, 1e-5)
 
 
+@pytest.mark.slow  # compiles a whole network twice (5 s)
 def test_networks_with_and_without_c_ops_agree(monkeypatch):
     """A bottleneck net's loss, gradients (training mode; running averages
     updated) and predictions (inference mode), C ops versus plain Theano."""
@@ -199,6 +200,7 @@ def test_networks_with_and_without_c_ops_agree(monkeypatch):
         close(np.asarray(ours), np.asarray(plain), 2e-4)
 
 
+@pytest.mark.slow  # times a step against a worker thread (2 s each)
 @pytest.mark.parametrize("algo", ["direct", "winograd"])
 def test_ops_release_the_gil_so_the_batch_worker_runs_during_the_step(algo):
     """Theano's own ops hold the GIL; ours release it while they compute, so
@@ -333,6 +335,7 @@ np.savez(sys.argv[1], *outputs)
 """
 
 
+@pytest.mark.slow  # two processes (3 s)
 def test_results_do_not_depend_on_the_number_of_threads(tmp_path):
     """Work is cut by the shapes alone: one thread and three give the same
     bits (the resume test relies on it for whole training steps)."""

@@ -83,6 +83,7 @@ def _decay_gradients(decay_style):
     return params, compute(np.zeros((2, 3, 32, 32), np.float32))
 
 
+@pytest.mark.slow  # compiles the gradients of PreResNet-164 (2 s)
 def test_torch_decay_is_1e4_times_every_parameter():
     params, grads = _decay_gradients("gradient_all")
     for param, grad in pairs(params, grads):
@@ -92,6 +93,7 @@ def test_torch_decay_is_1e4_times_every_parameter():
     assert {"W", "b", "beta", "gamma"} <= names  # batch-norm and bias decayed too
 
 
+@pytest.mark.slow  # compiles a network's gradients (3 s)
 def test_seed_penalty_doubles_on_regularizable_parameters_only():
     params, grads = _decay_gradients("l2_loss_regularizable")
     for param, grad in pairs(params, grads):

@@ -373,12 +373,15 @@ def _as_paper(count, text):
     return "%.*fM" % (digits, round(count / 1e6, digits))
 
 
-@pytest.mark.parametrize("layers", sorted(HE2015_PARAMS))
+@pytest.mark.parametrize("layers", [  # ResNet-1202 takes 3 s to build
+    pytest.param(layers, marks=[pytest.mark.slow] if layers > 110 else [])
+    for layers in sorted(HE2015_PARAMS)])
 def test_he2015_cifar_resnets_have_table6s_parameter_counts(layers):
     total, _ = _counts(models.build_model("normal", (layers - 2) // 6, unit="original"))
     assert _as_paper(total, HE2015_PARAMS[layers]) == HE2015_PARAMS[layers]
 
 
+@pytest.mark.slow  # builds PreResNet-1001 (2 s)
 def test_preresnet_parameter_counts_are_he2016_table4s():
     """Table 4: ResNet-164 [ours] 1.7M, ResNet-1001 [ours] 10.2M, ResNet-110 [1]
     1.7M. ResNet-1001 matches with the convolution and classifier weights
@@ -538,6 +541,7 @@ def _weights_of(tmp_path, unit, shortcut="identity"):
     return path
 
 
+@pytest.mark.slow  # builds four networks through test_model.py (2 s)
 def test_test_model_refuses_weights_of_another_unit_or_shortcut(tmp_path):
     """Units of one block have parameters of the same shapes: the shape check
     cannot tell (b) from (a), the file's record does."""

@@ -169,6 +169,7 @@ np.savez(sys.argv[1], *outputs)
 """
 
 
+@pytest.mark.slow  # two processes (3 s)
 def test_winograd_results_do_not_depend_on_the_number_of_threads(tmp_path):
     results = outputs_per_thread_count(THREAD_SCRIPT, tmp_path, ("1", "3"))
     assert len(results[0]) == 12

@@ -308,7 +308,7 @@ BUGS = {
         "test_model.py --run evaluates on data/ instead of the run's data folder",
         [("test_model.py", "            args.data_dir, source = run_data_dir(run_dir)",
           "            source = None")],
-        [R + "test_test_model_run_uses_the_data_folder_the_run_used"]),
+        [R + "test_test_model_uses_the_data_folder_the_run_used[--run]"]),
     "bad-crc-traceback": (
         "a weights file with a bad checksum ends in zipfile's traceback",
         [("utils.py", "except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as error:",
@@ -547,7 +547,7 @@ BUGS = {
         "test_model.py --weights RUN/weights_final.npz tests on data/, not the run's data folder",
         [("test_model.py", 'args.run or os.path.isfile(os.path.join(run_dir, "config.json"))):',
           "args.run):")],
-        [R + "test_test_model_weights_in_a_run_folder_use_the_data_folder_the_run_used"]),
+        [R + "test_test_model_uses_the_data_folder_the_run_used[--weights]"]),
     "sweep-first-recipe-only": (
         "sweep/table.py --recipes paper,seed runs the first recipe only",
         [("sweep/table.py", "for recipe in chosen]", "for recipe in chosen[:1]]")],

@@ -226,24 +226,13 @@ def test_a_folder_holding_a_finished_runs_files_is_refused_naming_them(short_run
 
 
 @slow
-def test_test_model_run_uses_the_data_folder_the_run_used(short_run, tmp_path):
+@pytest.mark.parametrize("given", ["--run", "--weights"])
+def test_test_model_uses_the_data_folder_the_run_used(given, short_run, tmp_path):
+    """--run RUN and --weights RUN/weights_final.npz both evaluate on the
+    run's own data folder (config.json's), and find the run's final error."""
     run, trained = short_run
-    result = run_cli(TEST, "--run", run, "--out", tmp_path / "report.json", timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    recorded = json.loads((run / "config.json").read_text())["data_dir"]
-    assert "data: %s (the run's, from its checkpoint)" % recorded in result.stdout
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["data"]["folder"] == os.path.join(recorded, "cifar-10-batches-py")
-    final = float(read_log(run)[-1]["test_error"])
-    assert report["error"] == pytest.approx(final, abs=1e-9)
-
-
-@slow
-def test_test_model_weights_in_a_run_folder_use_the_data_folder_the_run_used(short_run,
-                                                                            tmp_path):
-    run, trained = short_run
-    result = run_cli(TEST, "--weights", run / "weights_final.npz",
-                     "--out", tmp_path / "report.json", timeout=300)
+    target = run if given == "--run" else run / "weights_final.npz"
+    result = run_cli(TEST, given, target, "--out", tmp_path / "report.json", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     recorded = json.loads((run / "config.json").read_text())["data_dir"]
     assert "data: %s (the run's, from its checkpoint)" % recorded in result.stdout

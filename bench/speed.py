@@ -428,23 +428,17 @@ def side_by_side(network, args, compiledir):
                                % (theirs.ready["macs"], ours.ready["macs"]))
         names = list(children)
         times = {name: [] for name in names}
-        evals = {name: [] for name in names}
         pairs = []   # (our step's effective GFLOP/s, sgemm right after)
         flops = 6 * ours.ready["macs"] * ours.ready["batch"]
-        for round_ in range(args.rounds):
-            # each in turn, starting with the next one each round
-            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        for order in in_turn(names, args.rounds):
+            for name in order:
                 round_times = children[name].ask("train %d" % args.round_steps)["times"]
                 times[name] += round_times
                 if name == "ours":
                     pairs.append((flops / float(np.median(round_times)) / 1e9,
                                   ours.ask("sgemm")["gflops"]))
                 time.sleep(0.1)   # spinning BLAS/OpenMP threads leave the cores
-        for round_ in range(args.eval_rounds):
-            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-                evals[name].append(children[name].ask("eval")["seconds"])
-                time.sleep(0.1)
-        memory = {name: child.ask("memory")["peak_rss_gb"] for name, child in children.items()}
+        evals, memory = evaluate_in_turn(children, args.eval_rounds)
     finally:
         for child in children.values():
             child.close()
@@ -461,6 +455,24 @@ def side_by_side(network, args, compiledir):
     row["sgemm_gflops"] = float(np.median([p[1] for p in pairs]))
     row["effective_over_sgemm"] = float(np.median([p[0] / p[1] for p in pairs]))
     return row
+
+
+def in_turn(names, rounds):
+    """Each round's order of the live processes: every one in turn, starting
+    with the next one each round, so that none always runs first."""
+    for round_ in range(rounds):
+        yield names[round_ % len(names):] + names[:round_ % len(names)]
+
+
+def evaluate_in_turn(children, rounds):
+    """Evaluation rounds of live processes in turn, then each one's peak
+    memory: ({name: [seconds per round]}, {name: peak RSS in GB})."""
+    evals = {name: [] for name in children}
+    for order in in_turn(list(children), rounds):
+        for name in order:
+            evals[name].append(children[name].ask("eval")["seconds"])
+            time.sleep(0.1)   # spinning BLAS/OpenMP threads leave the cores
+    return evals, {name: child.ask("memory")["peak_rss_gb"] for name, child in children.items()}
 
 
 TORCH_FIGURES = [("train img/s", "train_img_s", True), ("eval img/s", "eval_img_s", True),

@@ -87,16 +87,11 @@ def main():
                 raise SystemExit("error: the networks differ: %s multiply-adds" % macs)
             names = list(children)
             times = {name: [] for name in names}
-            evals = {name: [] for name in names}
-            for round_ in range(args.rounds):
-                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            for order in mine.in_turn(names, args.rounds):
+                for name in order:
                     times[name] += children[name].ask("train %d" % args.round_steps)["times"]
                     time.sleep(0.1)   # spinning BLAS/OpenMP threads leave the cores
-            for round_ in range(args.eval_rounds):
-                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-                    evals[name].append(children[name].ask("eval")["seconds"])
-                    time.sleep(0.1)
-            memory = {name: child.ask("memory")["peak_rss_gb"] for name, child in children.items()}
+            evals, memory = mine.evaluate_in_turn(children, args.eval_rounds)
         finally:
             for child in children.values():
                 child.close()

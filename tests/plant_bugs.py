@@ -602,6 +602,11 @@ BUGS = {
         [("engine/c_code/winograd.c", "    r[1] = d4 - d1 - 2.5f * d2 - 0.5f * d3;",
           "    r[1] = d4 - d1 - 2.5f * d2 - 0.25f * d3;")],
         [WI + "test_winograd_matches_float64_on_every_network_shape[winograd4-16-32-16]"]),
+    "winograd4-kernel-gradient-on-8x8": (
+        "auto computes the kernel gradient of 8x8 images by F(4x4), the slower tile there",
+        [("engine/c_code/winograd.c", "return part == PR_DW && H <= 8 && W <= 8 ? 2 : 4;",
+          "return 4;")],
+        [WI + "test_auto_chooses_each_part_by_its_shape[32-32-8-32-chosen3]"]),
     "stride2-phase-offsets-swapped": (
         "the 3x3 stride-2 input gradient's polyphase taps with rows and columns swapped",
         [("engine/c_code/conv2d.c",

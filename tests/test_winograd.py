@@ -117,21 +117,22 @@ def float32_convolutions(algo):
                            + list(ops.Conv2DGrad(1, algo=algo)(x, w, dy)))
 
 
-@pytest.mark.parametrize("batch,channels,filters,chosen", [
-    (32, 16, 16, ("winograd4", "winograd4", "direct")),   # 16 channels: not the kernel gradient
-    (32, 16, 64, ("winograd4", "winograd4", "direct")),
-    (32, 32, 32, ("winograd4", "winograd4", "winograd4")),
-    (4, 64, 64, ("direct", "direct", "direct")),       # 4 of a vector's 16 lanes used
+@pytest.mark.parametrize("batch,channels,size,filters,chosen", [
+    (32, 16, 16, 16, ("winograd4", "winograd4", "direct")),  # 16 channels: not the kernel gradient
+    (32, 16, 16, 64, ("winograd4", "winograd4", "direct")),
+    (32, 32, 16, 32, ("winograd4", "winograd4", "winograd4")),
+    (32, 32, 8, 32, ("winograd4", "winograd4", "winograd")),  # 8x8: the kernel gradient by F(2x2)
+    (4, 64, 8, 64, ("direct", "direct", "direct")),       # 4 of a vector's 16 lanes used
 ])
-def test_auto_chooses_each_part_by_its_shape(batch, channels, filters, chosen):
+def test_auto_chooses_each_part_by_its_shape(batch, channels, size, filters, chosen):
     """auto takes Winograd F(4x4)'s forward pass and input gradient from 16
-    channels and its kernel gradient from 32 on both sides (winograd.c's
-    pw_pays): each part's bits equal those of the algorithm it should have
-    chosen, and differ from the others'."""
+    channels and its kernel gradient from 32 on both sides, F(2x2)'s kernel
+    gradient on 8x8 images (winograd.c's pw_pays): each part's bits equal
+    those of the algorithm it should have chosen, and differ from the others'."""
     rng = np.random.default_rng(batch + channels + filters)
     args = [rng.normal(size=shape).astype(np.float32)
-            for shape in ((batch, channels, 8, 8), (filters, channels, 3, 3),
-                          (batch, filters, 8, 8))]
+            for shape in ((batch, channels, size, size), (filters, channels, 3, 3),
+                          (batch, filters, size, size))]
     auto = float32_convolutions("auto")(*args)
     fixed = {algo: float32_convolutions(algo)(*args) for algo in ("direct", "winograd",
                                                                    "winograd4")}

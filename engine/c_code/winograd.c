@@ -683,17 +683,20 @@ cleanup:
    3x3 convolution of (B, C, H, W) images into M channels, or 0 where the
    direct kernels are faster: by the shapes alone. From timings of batches
    of 128, both cores, wall clock, quiet machine (bench/ops_ab.py;
-   docs/kernels.md): F(4x4) beats F(2x2) on every network shape (forward
-   +10-41 %, gradients +3-49 %); against the direct kernels it wins the
-   forward pass and the input gradient from 16 channels on both sides
-   (16 x 16: +22 % and +10 %; 16 x 64 and 64 x 16: +54-73 % and +11-20 %),
-   the kernel gradient only from 32 (with 16 on one side it loses 8-30 %:
-   each transformed value feeds too few products to pay for the transforms
-   and the transposes into the 16-image layout). Batches that would leave
+   docs/kernels.md): against the direct kernels Winograd wins the forward
+   pass and the input gradient from 16 channels on both sides (16 x 16: +22 %
+   and +10 %; 16 x 64 and 64 x 16: +54-73 % and +11-20 %), the kernel
+   gradient only from 32 (with 16 on one side it loses 8-30 %: each
+   transformed value feeds too few products to pay for the transforms and
+   the transposes into the 16-image layout). F(4x4) beats F(2x2) everywhere
+   but in the kernel gradient of 8x8 images, where F(2x2) is faster (256
+   channels: F(4x4) -27 %, 64: -12 %; 16x16: F(4x4) +9 %): an 8x8 image is
+   only 2x2 of F(4x4)'s tiles, whose 36 products per channel pair are summed
+   over too few tiles to pay for their transforms. Batches that would leave
    many vector lanes empty stay direct. */
 static int pw_pays(int part, int B, int C, int H, int W, int M) {
     const int groups = (B + PR_VW - 1) / PR_VW;
     const int min_channels = part == PR_DW ? 32 : 16;
-    (void)H; (void)W;
-    return C >= min_channels && M >= min_channels && 4 * B >= 3 * groups * PR_VW ? 4 : 0;
+    if (C < min_channels || M < min_channels || 4 * B < 3 * groups * PR_VW) return 0;
+    return part == PR_DW && H <= 8 && W <= 8 ? 2 : 4;
 }

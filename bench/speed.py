@@ -81,9 +81,9 @@ def install_plain_layers():
 
     class StockConv(lasagne.layers.Conv2DLayer):
         def __init__(self, incoming, num_filters, filter_size, stride=1,
-                     W=lasagne.init.GlorotUniform(), b=None, **kwargs):
+                     W=lasagne.init.GlorotUniform(), b=None, nonlinearity=None, **kwargs):
             super().__init__(incoming, num_filters, filter_size, stride=stride, pad="same",
-                             W=W, b=b, nonlinearity=None, **kwargs)
+                             W=W, b=b, nonlinearity=nonlinearity, **kwargs)
 
     class TextbookBatchNorm(layers.BatchNormLayer):
         def get_output_for(self, input, deterministic=False, **kwargs):

@@ -47,6 +47,7 @@ SAME_SHORTCUT = UN + "test_every_shortcut_computes_what_pytorch_computes"
 FU = "tests/test_fusion.py::"
 WI = "tests/test_winograd.py::"
 OP = "tests/test_ops.py::"
+BE = "tests/test_bench.py::"
 
 
 def wiring(test, family):
@@ -607,6 +608,13 @@ BUGS = {
         [("engine/c_code/winograd.c", "return part == PR_DW && H <= 8 && W <= 8 ? 2 : 4;",
           "return 4;")],
         [WI + "test_auto_chooses_each_part_by_its_shape[32-32-8-32-chosen3]"]),
+    "plain-baseline-drops-nonlinearity": (
+        "bench/speed.py's stock-Lasagne convolution refuses the nonlinearity models.conv passes",
+        [("bench/speed.py", "W=lasagne.init.GlorotUniform(), b=None, nonlinearity=None, **kwargs):",
+          "W=lasagne.init.GlorotUniform(), b=None, **kwargs):"),
+         ("bench/speed.py", "W=W, b=b, nonlinearity=nonlinearity, **kwargs)",
+          "W=W, b=b, nonlinearity=None, **kwargs)")],
+        [BE + "test_the_plain_baseline_trains_the_same_network[network0]"]),
     "stride2-phase-offsets-swapped": (
         "the 3x3 stride-2 input gradient's polyphase taps with rows and columns swapped",
         [("engine/c_code/conv2d.c",

@@ -5,12 +5,15 @@ alternating rounds.
     python bench/network_ab.py "normal 3" --a fusion=off --b fusion=on
     python bench/network_ab.py "wide 2 4" --a algo=winograd --b algo=winograd4
     OMP_NUM_THREADS=1 python bench/network_ab.py "normal 18" --cpu-time
+    python bench/network_ab.py "normal 18" --a fusion=off --b fusion=on --eval
 
 A setting is a comma-separated list of ``algo=NAME`` (engine.ops.ALGOS, what
 the convolutions run) and ``fusion=on|off`` (engine/fusion.py's rewrites);
 what it leaves out is the default (auto, on). Two networks of the same
 graph, compiled under each setting, fed the same batch (the weights do not
 matter for the time); prints the median step time of each and their ratio.
+--eval times the inference pass instead (test_model.py's: batches of 500,
+running averages), compiled under each setting.
 --cpu-time times the process's CPU time (with OMP_NUM_THREADS=1: figures
 that hold on a loaded machine).
 """
@@ -44,6 +47,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=2, help="steps per round")
     parser.add_argument("--cpu-time", action="store_true")
+    parser.add_argument("--eval", action="store_true",
+                        help="time the inference pass on batches of 500, not the training step")
     args = parser.parse_args()
     import numpy as np
     import engine  # noqa: F401  (configures Theano)
@@ -60,22 +65,27 @@ def main():
         try:
             for name, setting in settings.items():
                 ops.DEFAULT_ALGO, fusion.ENABLED = setting["algo"], setting["fusion"]
-                steps[name], recipe = networks.paper_training_step(network)
+                if args.eval:
+                    steps[name] = networks.inference_pass(network)
+                else:
+                    steps[name], recipe = networks.paper_training_step(network)
         finally:
             ops.DEFAULT_ALGO, fusion.ENABLED = "auto", True
-        x, y = networks.random_batch(recipe["batch_size"])
+        batch = networks.random_batch(500 if args.eval else recipe["batch_size"])
+        batch = batch[:1] if args.eval else batch
         times = {name: [] for name in steps}
         for step in steps.values():
-            step(x, y)
+            step(*batch)
         for _ in range(args.rounds):
             for name, step in steps.items():
                 for _ in range(args.steps):
                     t = clock()
-                    step(x, y)
+                    step(*batch)
                     times[name].append(clock() - t)
         a, b = (float(np.median(times[name])) for name in "AB")
-        print("%s: step %.3f s A (%s), %.3f s B (%s): B is %.2fx as fast (%s, %d steps each)"
-              % (network, a, args.a, b, args.b, a / b,
+        print("%s: %s %.3f s A (%s), %.3f s B (%s): B is %.2fx as fast (%s, %d each)"
+              % (network, "inference of 500 images" if args.eval else "step", a, args.a, b,
+                 args.b, a / b,
                  "CPU time" if args.cpu_time else "wall clock", len(times["A"])), flush=True)
 
 

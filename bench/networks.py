@@ -24,6 +24,17 @@ def paper_training_step(network):
     return step, recipe
 
 
+def inference_pass(network):
+    """The network's compiled inference pass (deterministic: running averages),
+    as test_model.py evaluates it; convolutions follow engine.ops.DEFAULT_ALGO
+    as it is when this is called."""
+    import models
+    variant, depth, width = parse(network)
+    net = models.Network(models.network_info(variant, depth, width, "paper", "cifar10"))
+    net.compile_predict()
+    return net.predict
+
+
 def random_batch(batch_size, seed=0):
     """(images, labels): normal float32 images of 3x32x32 and labels 0-9."""
     import numpy as np

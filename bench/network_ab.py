@@ -71,8 +71,8 @@ def main():
                     steps[name], recipe = networks.paper_training_step(network)
         finally:
             ops.DEFAULT_ALGO, fusion.ENABLED = "auto", True
-        batch = networks.random_batch(500 if args.eval else recipe["batch_size"])
-        batch = batch[:1] if args.eval else batch
+        images, labels = networks.random_batch(500 if args.eval else recipe["batch_size"])
+        batch = (images,) if args.eval else (images, labels)
         times = {name: [] for name in steps}
         for step in steps.values():
             step(*batch)

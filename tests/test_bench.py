@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_DIR
 
 
 def speed_child(impl, variant, depth, width=1):
